@@ -1,0 +1,1 @@
+"""CloudIt, toro's build/boot/test tool. See ./cloudit --help."""

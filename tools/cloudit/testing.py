@@ -1,0 +1,240 @@
+"""./cloudit test: the clang-format check, host unit tests, fuzz smoke runs, QEMU integration tests and
+CloudIt's own error paths. Ends with the line 'N passed, M failed' and a non-zero exit on any failure."""
+import concurrent.futures
+import glob
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+from . import build as builder
+from . import deps, vm
+from .common import ROOT, CloudItError
+
+CLANG_FORMAT_DIRS = ["include", "src", "tools", "examples", "test"]
+CPP_EXTENSIONS = (".hpp", ".cpp", ".h")
+
+# QEMU integration cases: (name, appliance, vmm, kernel command line, expected status, patterns that must
+# appear in the console output). Each runs under TCG, and under KVM too when KVM works here.
+FAULT_HEADER = r"toro: CPU exception {} \({}, vector {}\), error code 0x[0-9a-f]+"
+REGISTERS = [r"RIP 0x[0-9a-f]{16}  CS 0x0008", r"RAX 0x[0-9a-f]{16}", r"R15 0x[0-9a-f]{16}",
+             r"backtrace:\n    #0 0x[0-9a-f]{16}\n    #1 0x[0-9a-f]{16}", r"toro: panic: unhandled CPU exception"]
+QEMU_CASES = [
+    ("hello/microvm-pvh", "hello", "microvm", "", 0, [r"^Hello from toro! Booted through PVH\.$"]),
+    ("hello/pc-seabios-multiboot", "hello", "seabios", "", 0, [r"^Hello from toro! Booted through Multiboot\.$"]),
+    ("hello/pc-qboot-multiboot", "hello", "qboot", "", 0, [r"^Hello from toro! Booted through Multiboot\.$"]),
+    ("hello/cmdline-pvh", "hello", "microvm", "answer=42 mode=test", 0, [r"^Command line: answer=42 mode=test$"]),
+    ("hello/cmdline-multiboot", "hello", "qboot", "answer=42", 0, [r"^Command line: .*answer=42$"]),
+    ("boot/cmdline-too-long", "hello", "microvm", "x" * 3000, 101, [r"toro: cannot boot: .*command line"]),
+    ("fault/divide-error", "test/qemu/fault", "microvm", "de", 101,
+     [FAULT_HEADER.format("#DE", "divide error", 0)] + REGISTERS),
+    ("fault/null-write", "test/qemu/fault", "microvm", "pf", 101,
+     [FAULT_HEADER.format("#PF", "page fault", 14),
+      r"CR2 0x0000000000000000  \(write, page not present, kernel mode\)"] + REGISTERS),
+    ("fault/unmapped-read", "test/qemu/fault", "microvm", "pfhigh", 101,
+     [FAULT_HEADER.format("#PF", "page fault", 14), r"CR2 0x0000400000000000  \(read, page not present"]),
+    ("fault/invalid-opcode", "test/qemu/fault", "microvm", "ud", 101, [FAULT_HEADER.format("#UD", "invalid opcode", 6)]),
+    ("fault/divide-error-multiboot", "test/qemu/fault", "qboot", "de", 101,
+     [FAULT_HEADER.format("#DE", "divide error", 0)] + REGISTERS),
+    ("fault/panic", "test/qemu/fault", "microvm", "panic", 101,
+     [r"toro: panic: the fault test asked for a panic\n  backtrace:\n    #0 0x[0-9a-f]{16}"]),
+    ("fault/assert", "test/qemu/fault", "microvm", "assert", 101,
+     [r"toro: panic: assertion failed: what.size\(\) == 0 \(.*main.cpp:\d+\): the command line must be empty"]),
+    ("fault/exit-status", "test/qemu/fault", "microvm", "exit=42", 42, [r"fault test: exit=42"]),
+]
+
+
+class Tally:
+    def __init__(self):
+        self.passed = self.failed = 0
+        self.failures = []
+        self.lock = threading.Lock()
+
+    def record(self, name, ok, detail="", count=1):
+        with self.lock:
+            if ok:
+                self.passed += count
+            else:
+                self.failed += count
+                self.failures.append(name)
+            mark = "PASS" if ok else "FAIL"
+            print(f"[{mark}] {name}" + (f"  ({count} cases)" if count > 1 else ""), flush=True)
+            if not ok and detail:
+                print("       " + detail.strip().replace("\n", "\n       "), flush=True)
+
+
+def wanted(args, name):
+    return args.filter in name
+
+
+def check_format(t):
+    files = []
+    for d in CLANG_FORMAT_DIRS:
+        for dirpath, dirnames, filenames in os.walk(os.path.join(ROOT, d)):
+            dirnames[:] = [x for x in dirnames if x not in ("subprojects", "build", "corpus")]
+            files += [os.path.join(dirpath, f) for f in filenames if f.endswith(CPP_EXTENSIONS)]
+    r = subprocess.run(["clang-format", "--dry-run", "--Werror"] + sorted(files),
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    bad = sorted({os.path.relpath(m, ROOT) for m in re.findall(r"^(/\S+?):\d+:\d+: error", r.stdout, re.M)})
+    t.record(f"format/clang-format ({len(files)} files)", r.returncode == 0,
+             "not clang-formatted: " + ", ".join(bad) + "\n  fix with: clang-format -i <files>")
+
+
+def catch2_counts(output):
+    """Test-case counts from Catch2 v2's summary line."""
+    m = re.search(r"All tests passed \(\d+ assertions? in (\d+) test cases?\)", output)
+    if m:
+        return int(m.group(1)), 0
+    m = re.search(r"test cases:\s+(\d+)\s+\|\s+(\d+) passed\s+\|\s+(\d+) failed", output)
+    if m:
+        return int(m.group(2)), int(m.group(3))
+    return 0, 1
+
+
+def run_host_tests(t, bdir, args):
+    for exe in sorted(p for p in glob.glob(os.path.join(bdir, "test", "host_*")) if os.path.isfile(p)):
+        name = "host/" + os.path.basename(exe)[5:]
+        if not wanted(args, name):
+            continue
+        r = subprocess.run([exe], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        ok_n, bad_n = catch2_counts(r.stdout)
+        if r.returncode != 0 and bad_n == 0:
+            bad_n = 1
+        if ok_n:
+            t.record(name, True, count=ok_n)
+        if bad_n:
+            t.record(name, False, r.stdout[-4000:], count=bad_n)
+
+
+def check_compile_fail(t, args):
+    """The formatter rejects a wrong argument count at compile time: the TU fails with the bad line, passes
+    without it (so the failure is that line's)."""
+    name = "host/format-compile-time-check"
+    if not wanted(args, name):
+        return
+    src = os.path.join(ROOT, "test", "host", "console", "format_compile_fail.cpp")
+    base = ["clang++", "-std=c++20", "-fsyntax-only", "-I" + os.path.join(ROOT, "include"), src]
+    good = subprocess.run(base, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    bad = subprocess.run(base + ["-DTORO_EXPECT_COMPILE_ERROR"], stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+    t.record(name, good.returncode == 0 and bad.returncode != 0,
+             f"without the bad line: exit {good.returncode} {good.stdout[-800:]}\n"
+             f"with it: exit {bad.returncode} (must fail)")
+
+
+def run_fuzzers(t, bdir, args, seconds=10):
+    for exe in sorted(p for p in glob.glob(os.path.join(bdir, "test", "fuzz_*")) if os.path.isfile(p)):
+        target = os.path.basename(exe)[5:]
+        name = f"fuzz/{target} ({seconds} s)"
+        if not wanted(args, name):
+            continue
+        corpus = os.path.join(ROOT, "test", "fuzz", "corpus", target)
+        with tempfile.TemporaryDirectory() as work:
+            cmd = [exe, f"-max_total_time={seconds}", "-seed=1", "-print_final_stats=0", work]
+            if os.path.isdir(corpus):
+                cmd.append(corpus)
+            r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=work)
+        t.record(name, r.returncode == 0, r.stdout[-3000:])
+
+
+def boot_case(t, name, kernels, vmm, accel, cpu, cmdline, status, patterns, timeout=120):
+    cmd = vm.qemu_command(kernels, vmm, accel, cpu, 1, "128M", cmdline)
+    try:
+        r = vm.boot(cmd, timeout, echo=False)
+    except CloudItError as e:
+        t.record(name, False, str(e))
+        return
+    problems = []
+    if r.timed_out:
+        problems.append(f"timed out after {timeout} s")
+    elif r.status != status:
+        problems.append(f"exit status {r.status}, expected {status}")
+    problems += [f"missing /{p}/" for p in patterns if not re.search(p, r.output, re.M)]
+    detail = "; ".join(problems) + "\n--- console ---\n" + r.output[-2500:] + r.qemu_stderr[-500:]
+    t.record(name, not problems, detail)
+
+
+def accelerators():
+    accels = [("tcg", "max")]
+    cpu, reason = vm.probe_kvm()
+    if cpu:
+        accels.append(("kvm", cpu))
+    else:
+        print(f"note: KVM is unusable here ({reason}); QEMU tests run under TCG only", flush=True)
+    return accels
+
+
+def run_qemu_tests(t, args, pool):
+    jobs, kernels = [], {}
+    for name, spec, vmm, cmdline, status, patterns in QEMU_CASES:
+        for accel, cpu in accelerators():
+            full = f"qemu/{name} [{accel}]"
+            if not wanted(args, full):
+                continue
+            if spec not in kernels:
+                app = builder.Appliance(spec if "/" not in spec else os.path.join(ROOT, spec))
+                kernels[spec] = builder.kernel_paths(app, app.build_dir(False))
+            jobs.append(pool.submit(boot_case, t, full, kernels[spec], vmm, accel, cpu, cmdline, status, patterns))
+    return jobs
+
+
+def cloudit(*argv, timeout=600):
+    return subprocess.run([sys.executable, os.path.join(ROOT, "cloudit")] + list(argv), stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def run_cli_tests(t, args, pool):
+    """CloudIt end to end, as a user runs it: the out-of-tree appliance, and the error paths."""
+
+    def expect(name, argv, rc, patterns):
+        if not wanted(args, name):
+            return
+        r = cloudit(*argv)
+        problems = ([f"exit status {r.returncode}, expected {rc}"] if r.returncode != rc else [])
+        problems += [f"missing /{p}/" for p in patterns if not re.search(p, r.stdout, re.M)]
+        t.record(name, not problems, "; ".join(problems) + "\n--- output ---\n" + r.stdout[-2500:])
+
+    outoftree = os.path.join(ROOT, "test", "outoftree")
+    broken = os.path.join(ROOT, "test", "cloudit", "broken")
+    cases = [
+        ("cli/out-of-tree-appliance", ["run", outoftree, "--accel", "tcg"], 7,
+         [r"^out-of-tree service up \(\d+ bytes of usable RAM in \d+ regions\)$"]),
+        ("cli/build-prints-elf-path", ["build", "hello"], 0, [r"hello32\.elf", r"/examples/hello/hello\.elf\n?\Z"]),
+        ("cli/unknown-example", ["run", "no-such-example"], 2,
+         [r"unknown example 'no-such-example'.*have: .*hello"]),
+        ("cli/compiler-error-shown", ["build", broken], 2,
+         [r"main\.cpp:\d+:\d+: error:", r"building .*broken failed"]),
+        ("cli/hung-guest-reported", ["run", "test/qemu/hang", "--accel", "tcg", "--timeout", "5"], 124,
+         [r"did not finish within 5 s", r"\| hang test: about to stop forever"]),
+        ("cli/panic-reported", ["run", "test/qemu/fault", "--accel", "tcg", "--cmdline", "de"], 101,
+         [r"guest panicked \(status 101\)", r"symbolized:\n\s+0x[0-9a-f]+\s+\S*divide_by_zero"]),
+    ]
+    return [pool.submit(expect, *c) for c in cases]
+
+
+def run_all(args):
+    deps.ensure(deps.TEST)
+    t = Tally()
+    start = time.monotonic()
+    if wanted(args, "format/clang-format"):
+        check_format(t)
+    bdir = builder.build_all()
+    if bdir is None:
+        t.record("build", False, "the build failed; compiler output above")
+    else:
+        run_host_tests(t, bdir, args)
+        check_compile_fail(t, args)
+        run_fuzzers(t, bdir, args)
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            jobs = run_qemu_tests(t, args, pool) + run_cli_tests(t, args, pool)
+            for j in jobs:
+                j.result()
+    if t.failures:
+        print("\nfailed: " + ", ".join(t.failures))
+    print(f"\n{time.monotonic() - start:.0f} s")
+    print(f"{t.passed} passed, {t.failed} failed")
+    return 1 if t.failed or not t.passed else 0
