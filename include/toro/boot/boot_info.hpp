@@ -239,6 +239,15 @@ struct boot_info {
         cmdline_length = s.size();
         return {};
     }
+
+    // Removes the first space-separated word and the spaces after it.
+    constexpr void drop_first_word() {
+        std::size_t i = 0;
+        while (i < cmdline_length && cmdline_buffer[i] != ' ') ++i;
+        while (i < cmdline_length && cmdline_buffer[i] == ' ') ++i;
+        for (std::size_t j = i; j <= cmdline_length; ++j) cmdline_buffer[j - i] = cmdline_buffer[j];
+        cmdline_length -= i;
+    }
 };
 static_assert(boot_info::max_cmdline == 2047, "the error messages spell out 2047");
 

@@ -95,8 +95,12 @@ expected<void> parse_multiboot(Reader& mem, std::uint64_t info_addr, boot_info& 
         return unexpected{"Multiboot info has no memory map (flags bits 0 and 6 are clear); flags", flags};
     }
 
-    if (flags & flag_cmdline)
+    if (flags & flag_cmdline) {
         if (auto r = load_cmdline(mem, load_le<std::uint32_t>(info + off_cmdline), out); !r) return r;
+        // Multiboot loaders (QEMU, GRUB) put the kernel image's path first, like argv[0]; boot_info carries
+        // the arguments only, the same on every protocol.
+        out.drop_first_word();
+    }
     return detail::finish_memory_map(out.memory);
 }
 

@@ -130,7 +130,7 @@ void check_error(const parsed& p, const std::string& what, std::uint64_t value) 
 TEST_CASE("Multiboot: a QEMU-like memory map and a command line", "[boot][multiboot]") {
     multiboot_image img;
     img.qemu_map();
-    img.cmdline("console=ttyS0 toro.test=1");
+    img.cmdline("/boot/kernel32.elf console=ttyS0 toro.test=1");
     auto p = parse(img);
     REQUIRE(p.result);
     CHECK(p.info->protocol == toro::boot_protocol::multiboot);
@@ -356,11 +356,24 @@ TEST_CASE("Multiboot: command line variants", "[boot][multiboot]") {
         CHECK(p.info->cmdline().empty());
     }
     SECTION("exactly 2047 bytes") {
-        const std::string s(2047, 'a');
-        img.cmdline(s);
+        const std::string s(2045, 'a');
+        img.cmdline("k " + s);
         auto p = parse(img);
         REQUIRE(p.result);
         CHECK(str(p.info->cmdline()) == s);
+    }
+    SECTION("the kernel path the loader puts first is dropped, with the spaces after it") {
+        img.cmdline("/boot/kernel32.elf   answer=42  x");
+        auto p = parse(img);
+        REQUIRE(p.result);
+        CHECK(str(p.info->cmdline()) == "answer=42  x");
+    }
+    SECTION("the kernel path alone leaves no arguments") {
+        img.cmdline("/boot/kernel32.elf");
+        auto p = parse(img);
+        REQUIRE(p.result);
+        CHECK(p.info->cmdline().empty());
+        CHECK(p.info->cmdline_buffer[0] == '\0');
     }
     SECTION("2048 bytes is an error, not a truncation") {
         img.cmdline(std::string(2048, 'a'));
