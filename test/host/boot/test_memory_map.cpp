@@ -1,6 +1,8 @@
 // Host tests for toro::memory_map (normalisation), the boot_info names and the phys_reader models.
 #include <catch2/catch.hpp>
 
+#include "boot_test_support.hpp"
+
 #include <cstddef>
 #include <cstdint>
 #include <limits>
@@ -14,30 +16,10 @@
 
 namespace {
 
+using namespace boot_test;
+
 using toro::memory_map;
 using toro::memory_type;
-
-std::string str(toro::string_view s) {
-    return {s.data(), s.size()};
-}
-
-std::string hex(std::uint64_t v) {
-    const char* digits = "0123456789abcdef";
-    std::string out;
-    do {
-        out.insert(out.begin(), digits[v & 15]);
-        v >>= 4;
-    } while (v != 0);
-    return "0x" + out;
-}
-
-// One line per region, so a failing CHECK shows the whole map.
-std::string show(const memory_map& m) {
-    std::string out;
-    for (const auto& r : m.regions())
-        out += "[" + hex(r.base) + "," + hex(r.end()) + ") " + str(toro::memory_type_name(r.type)) + "\n";
-    return out;
-}
 
 constexpr std::uint64_t KiB = 1024, MiB = 1024 * KiB, GiB = 1024 * MiB;
 

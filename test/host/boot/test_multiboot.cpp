@@ -1,6 +1,8 @@
 // Host tests for toro::parse_multiboot: Multiboot 1 info structures built byte by byte in a fake memory.
 #include <catch2/catch.hpp>
 
+#include "boot_test_support.hpp"
+
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -12,47 +14,7 @@
 
 namespace {
 
-std::string str(toro::string_view s) {
-    return {s.data(), s.size()};
-}
-
-std::string hex(std::uint64_t v) {
-    const char* digits = "0123456789abcdef";
-    std::string out;
-    do {
-        out.insert(out.begin(), digits[v & 15]);
-        v >>= 4;
-    } while (v != 0);
-    return "0x" + out;
-}
-
-std::string show(const toro::memory_map& m) {
-    std::string out;
-    for (const auto& r : m.regions())
-        out += "[" + hex(r.base) + "," + hex(r.end()) + ") " + str(toro::memory_type_name(r.type)) + "\n";
-    return out;
-}
-
-// Fake physical memory: `bytes` at `base`, written little-endian.
-struct image {
-    std::uint64_t base;
-    std::vector<std::byte> bytes;
-
-    image(std::uint64_t b, std::size_t size) : base{b}, bytes(size) {}
-    void put(std::uint64_t addr, std::uint64_t v, int width) {
-        REQUIRE(addr >= base);
-        REQUIRE(addr - base + static_cast<std::uint64_t>(width) <= bytes.size());
-        for (int i = 0; i < width; ++i)
-            bytes[addr - base + static_cast<std::uint64_t>(i)] = static_cast<std::byte>(v >> (8 * i));
-    }
-    void put32(std::uint64_t addr, std::uint32_t v) { put(addr, v, 4); }
-    void put64(std::uint64_t addr, std::uint64_t v) { put(addr, v, 8); }
-    void put_string(std::uint64_t addr, const std::string& s, bool nul = true) {
-        for (std::size_t i = 0; i < s.size(); ++i) put(addr + i, static_cast<unsigned char>(s[i]), 1);
-        if (nul) put(addr + s.size(), 0, 1);
-    }
-    toro::span_phys_reader reader() const { return {bytes, base}; }
-};
+using namespace boot_test;
 
 constexpr std::uint64_t mem_base = 0x8000, info_addr = 0x9000, mmap_addr = 0x9100, cmdline_addr = 0xa000;
 constexpr std::uint32_t flag_mem = 1, flag_cmdline = 4, flag_mmap = 64;
