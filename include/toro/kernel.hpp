@@ -67,6 +67,17 @@ public:
     const boot_info& boot;
 };
 
+// Is `word` one of the space-separated words of `text`?
+constexpr bool has_word(string_view text, string_view word) {
+    for (std::size_t i = 0; i + word.size() <= text.size(); ++i)
+        if ((i == 0 || text[i - 1] == ' ') && text.substr(i, word.size()) == word &&
+            (i + word.size() == text.size() || text[i + word.size()] == ' '))
+            return true;
+    return false;
+}
+static_assert(has_word("a toro.boot_trace b", "toro.boot_trace") &&
+              !has_word("toro.boot_traced", "toro.boot_trace"));
+
 // Where kernel_main keeps what it parsed; 3 KiB that would not fit a boot stack frame comfortably.
 inline boot_info the_boot_info;
 inline arch::cpu_tables boot_cpu_tables;
@@ -104,6 +115,7 @@ inline bool handling_fault = false;
 template <class App, class Entry>
 [[noreturn]] void kernel_main(Entry&& entry) {
     if constexpr (config::profile_boot) arch::debug_exit(0); // must stay the first statement
+    const std::uint64_t tsc_kernel_main = arch::rdtsc();
     for (auto* f = __init_array_start; f != __init_array_end; ++f) (*f)();
     console_init();
     boot_cpu_tables.load();
@@ -129,6 +141,9 @@ template <class App, class Entry>
         print("toro: unit {} failed to start: {}\n", unit, r.error());
         arch::shutdown(panic_status);
     }
+    if (has_word(the_boot_info.cmdline(), "toro.boot_trace"))
+        print("toro: boot trace: first instruction -> kernel_main {} cycles, -> app entry {} cycles\n",
+              tsc_kernel_main - toro_boot_tsc, arch::rdtsc() - toro_boot_tsc);
     arch::shutdown(entry(app));
 }
 

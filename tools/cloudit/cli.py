@@ -17,17 +17,37 @@ def cmd_build(args):
 
 
 def cmd_run(args):
-    deps.ensure(deps.RUN)
+    deps.ensure(deps.IMAGE if args.vmm == "grub" else deps.RUN)
     app = builder.Appliance(args.example)
     kernels = builder.build(app, args.profile_boot)
-    accel, cpu = vm.choose_accel(args.accel)
-    cmd = vm.qemu_command(kernels, args.vmm, accel, cpu, args.smp, args.mem, args.cmdline, args.extra)
+    if args.vmm == "kvm":
+        accel, cpu = "kvm", None
+        if not vm.probe_kvm()[0]:
+            raise CloudItError("--vmm kvm needs a usable /dev/kvm: " + vm.probe_kvm()[1])
+    else:
+        accel, cpu = vm.choose_accel(args.accel)
+    cmd = vm.vm_command(kernels, args.vmm, accel, cpu, args.smp, args.mem, args.cmdline, args.extra,
+                        build_dir=app.build_dir(args.profile_boot))
     if args.verbose:
         say(" ".join(cmd))
     result = vm.boot(cmd, args.timeout)
     if result.qemu_stderr.strip():
         sys.stderr.write(result.qemu_stderr)
     return vm.explain(result, kernels[0], args.timeout)
+
+
+def cmd_image(args):
+    deps.ensure(deps.IMAGE)
+    app = builder.Appliance(args.example)
+    elf64, elf32 = builder.build(app)
+    iso = vm.make_iso(elf32, args.cmdline, args.output or elf64[:-4] + ".iso")
+    print(iso)
+    return 0
+
+
+def cmd_bench(args):
+    from . import bench
+    return {"boot": bench.bench_boot, "size": bench.bench_size, "build": bench.bench_build}[args.what](args)
 
 
 def cmd_test(args):
@@ -48,7 +68,7 @@ def parser():
 
     r = sub.add_parser("run", help="build and boot an appliance; exits with its status")
     r.add_argument("example", help="a folder under examples/ or an appliance directory")
-    r.add_argument("--vmm", default="microvm", choices=sorted(vm.VMMS))
+    r.add_argument("--vmm", default="microvm", choices=vm.VMMS)
     r.add_argument("--accel", choices=["kvm", "tcg"], help="default: KVM when it works, else TCG")
     r.add_argument("--smp", type=int, default=1)
     r.add_argument("--mem", default="128M")
@@ -57,6 +77,22 @@ def parser():
     r.add_argument("--profile-boot", action="store_true")
     r.add_argument("-v", "--verbose", action="store_true", help="print the QEMU command line")
     r.set_defaults(func=cmd_run)
+
+    i = sub.add_parser("image", help="write a BIOS-bootable ISO (GRUB loads the Multiboot wrapper); prints its path")
+    i.add_argument("example")
+    i.add_argument("--cmdline", default="", help="kernel command line baked into grub.cfg")
+    i.add_argument("-o", "--output", help="where to write the ISO (default: beside the ELF)")
+    i.set_defaults(func=cmd_image)
+
+    be = sub.add_parser("bench", help="boot (per path, against its floor), size, build")
+    be.add_argument("what", choices=["boot", "size", "build"])
+    be.add_argument("--runs", type=int, default=5)
+    be.add_argument("--accel", choices=["kvm", "tcg"])
+    be.add_argument("--paths", help="boot: comma-separated subset of seabios,qboot,microvm,grub,kvm")
+    be.add_argument("--json", help="boot: also write the results as JSON here")
+    be.add_argument("--svg", help="boot: where to draw the bar chart (default docs/boot-times.svg)")
+    be.add_argument("--example", default="hello", help="build: which example")
+    be.set_defaults(func=cmd_bench)
 
     t = sub.add_parser("test", help="host unit tests, QEMU integration tests, fuzz smoke runs, format check")
     t.add_argument("-k", "--filter", default="", help="only tests whose name contains this")

@@ -10,7 +10,9 @@ from .common import CloudItError, say
 BUILD = [("meson", "meson"), ("ninja-build", "ninja"), ("clang", "clang++"), ("lld", "ld.lld"),
          ("llvm", "llvm-ar"), ("pkg-config", "pkg-config")]
 RUN = BUILD + [("qemu-system-x86", "qemu-system-x86_64"), ("qemu-system-data", "/usr/share/qemu/qboot.rom")]
-TEST = RUN + [("catch2", "/usr/include/catch2/catch.hpp"), ("clang-format", "clang-format"),
+IMAGE = RUN + [("grub-pc-bin", "/usr/lib/grub/i386-pc/multiboot.mod"), ("grub-common", "grub-mkrescue"),
+               ("xorriso", "xorriso"), ("mtools", "mformat")]
+TEST = IMAGE + [("catch2", "/usr/include/catch2/catch.hpp"), ("clang-format", "clang-format"),
               ("libclang-rt-14-dev", "/usr/lib/llvm-14/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a")]
 
 

@@ -26,8 +26,16 @@ REGISTERS = [r"RIP 0x[0-9a-f]{16}  CS 0x0008", r"RAX 0x[0-9a-f]{16}", r"R15 0x[0
              r"backtrace:\n    #0 0x[0-9a-f]{16}\n    #1 0x[0-9a-f]{16}", r"toro: panic: unhandled CPU exception"]
 QEMU_CASES = [
     ("hello/microvm-pvh", "hello", "microvm", "", 0, [r"^Hello from toro! Booted through PVH\.$"]),
+    ("hello/microvm-pvh-acpi-off", "hello", "microvm", "", 0, [r"^Hello from toro! Booted through PVH\.$"],
+     ["-machine", "acpi=off"]),
+    ("hello/microvm-pvh-acpi-on", "hello", "microvm", "", 0, [r"^Hello from toro! Booted through PVH\.$"],
+     ["-machine", "acpi=on"]),
     ("hello/pc-seabios-multiboot", "hello", "seabios", "", 0, [r"^Hello from toro! Booted through Multiboot\.$"]),
     ("hello/pc-qboot-multiboot", "hello", "qboot", "", 0, [r"^Hello from toro! Booted through Multiboot\.$"]),
+    ("hello/grub-iso", "hello", "grub", "from=grub", 0,
+     [r"^Hello from toro! Booted through Multiboot\.$", r"^Command line: from=grub$"]),
+    ("hello/kvm-launcher-linux64", "hello", "kvm", "from=launcher", 0,
+     [r"^Hello from toro! Booted through Linux 64-bit boot protocol\.$", r"^Command line: from=launcher$"]),
     ("hello/cmdline-pvh", "hello", "microvm", "answer=42 mode=test", 0, [r"^Command line: answer=42 mode=test$"]),
     ("hello/cmdline-multiboot", "hello", "qboot", "answer=42", 0, [r"^Command line: answer=42$"]),
     ("boot/cmdline-too-long", "hello", "microvm", "x" * 3000, 101, [r"toro: cannot boot: .*command line"]),
@@ -40,6 +48,8 @@ QEMU_CASES = [
      [FAULT_HEADER.format("#PF", "page fault", 14), r"CR2 0x0000400000000000  \(read, page not present"]),
     ("fault/invalid-opcode", "test/qemu/fault", "microvm", "ud", 101, [FAULT_HEADER.format("#UD", "invalid opcode", 6)]),
     ("fault/divide-error-multiboot", "test/qemu/fault", "qboot", "de", 101,
+     [FAULT_HEADER.format("#DE", "divide error", 0)] + REGISTERS),
+    ("fault/divide-error-kvm-launcher", "test/qemu/fault", "kvm", "de", 101,
      [FAULT_HEADER.format("#DE", "divide error", 0)] + REGISTERS),
     ("fault/panic", "test/qemu/fault", "microvm", "panic", 101,
      [r"toro: panic: the fault test asked for a panic\n  backtrace:\n    #0 0x[0-9a-f]{16}"]),
@@ -174,8 +184,7 @@ def check_image(t, bdir, args):
         t.record("image/hello-only-core", nm != "" and not foreign, "unexpected symbols:\n" + "\n".join(foreign))
 
 
-def boot_case(t, name, kernels, vmm, accel, cpu, cmdline, status, patterns, timeout=120):
-    cmd = vm.qemu_command(kernels, vmm, accel, cpu, 1, "128M", cmdline)
+def boot_case(t, name, cmd, status, patterns, timeout=120):
     try:
         r = vm.boot(cmd, timeout, echo=False)
     except CloudItError as e:
@@ -191,27 +200,35 @@ def boot_case(t, name, kernels, vmm, accel, cpu, cmdline, status, patterns, time
     t.record(name, not problems, detail)
 
 
-def accelerators():
-    accels = [("tcg", "max")]
+def accelerators(vmm):
+    """TCG always; KVM too when it works. The launcher is KVM only."""
     cpu, reason = vm.probe_kvm()
-    if cpu:
-        accels.append(("kvm", cpu))
-    else:
-        print(f"note: KVM is unusable here ({reason}); QEMU tests run under TCG only", flush=True)
-    return accels
+    if vmm == "kvm":
+        return [("kvm", None)] if cpu else []
+    return [("tcg", "max")] + ([("kvm", cpu)] if cpu else [])
 
 
 def run_qemu_tests(t, args, pool):
     jobs, kernels = [], {}
-    for name, spec, vmm, cmdline, status, patterns in QEMU_CASES:
-        for accel, cpu in accelerators():
+    bdir = os.path.join(ROOT, "build", "default")
+    cpu, reason = vm.probe_kvm()
+    if not cpu:
+        print(f"note: KVM is unusable here ({reason}): QEMU tests run under TCG only, launcher tests skip",
+              flush=True)
+    for name, spec, vmm, cmdline, status, patterns, *extra in QEMU_CASES:
+        extra = extra[0] if extra else []
+        for accel, cpu in accelerators(vmm):
             full = f"qemu/{name} [{accel}]"
             if not wanted(args, full):
                 continue
             if spec not in kernels:
                 app = builder.Appliance(spec if "/" not in spec else os.path.join(ROOT, spec))
                 kernels[spec] = builder.kernel_paths(app, app.build_dir(False))
-            jobs.append(pool.submit(boot_case, t, full, kernels[spec], vmm, accel, cpu, cmdline, status, patterns))
+            iso = None
+            if vmm == "grub":  # one ISO per case, written before the parallel boots
+                iso = vm.make_iso(kernels[spec][1], cmdline, kernels[spec][0][:-4] + f"-{accel}-test.iso")
+            cmd = vm.vm_command(kernels[spec], vmm, accel, cpu, 1, "128M", cmdline, extra, bdir, iso)
+            jobs.append(pool.submit(boot_case, t, full, cmd, status, patterns))
     return jobs
 
 

@@ -14,12 +14,15 @@ from .common import ROOT, CloudItError, say
 QEMU = "qemu-system-x86_64"
 PANIC_STATUS = 101  # toro::panic_status
 
-# Each VMM path: machine flags, and which kernel it loads (PVH ELF64 or the Multiboot ELF32 wrapper).
-VMMS = {
+# Each QEMU path: machine flags, and which kernel it loads (PVH ELF64 or the Multiboot ELF32 wrapper).
+# "grub" boots an ISO (cloudit image) from disk under SeaBIOS; "kvm" is toro's own launcher (tools/vmm).
+QEMU_PATHS = {
     "microvm": (["-M", "microvm,x-option-roms=off,pit=off,pic=off,rtc=off"], "elf64"),
     "qboot": (["-M", "pc", "-bios", "/usr/share/qemu/qboot.rom"], "elf32"),
     "seabios": (["-M", "pc"], "elf32"),
+    "grub": (["-M", "pc"], "iso"),
 }
+VMMS = list(QEMU_PATHS) + ["kvm"]
 
 _probe_lock = threading.Lock()
 _probe_cache = None
@@ -93,17 +96,55 @@ def choose_accel(requested, quiet=False):
     return "tcg", "max"
 
 
-def qemu_command(kernels, vmm="microvm", accel="tcg", cpu="max", smp=1, mem="128M", cmdline="", extra=()):
-    if vmm not in VMMS:
+def make_iso(elf32, cmdline, iso):
+    """A BIOS-bootable ISO whose GRUB loads the Multiboot wrapper at once (the seed's "Image" row)."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as root:
+        os.makedirs(os.path.join(root, "boot", "grub"))
+        shutil.copy(elf32, os.path.join(root, "boot", "kernel32.elf"))
+        with open(os.path.join(root, "boot", "grub", "grub.cfg"), "w") as f:
+            f.write("set timeout=0\nset default=0\nmenuentry toro {\n"
+                    f"  multiboot /boot/kernel32.elf {cmdline}\n  boot\n}}\n")
+        r = subprocess.run(["grub-mkrescue", "-o", iso, root], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True)
+    if r.returncode != 0:
+        raise CloudItError(f"grub-mkrescue could not write {iso}:\n{r.stdout}")
+    return iso
+
+
+def find_launcher(build_dir):
+    for rel in ("tools/toro-vmm", "subprojects/toro/tools/toro-vmm"):
+        path = os.path.join(build_dir, rel)
+        if os.path.isfile(path):
+            return path
+    raise CloudItError(f"the KVM launcher toro-vmm is not built under {build_dir}")
+
+
+def mem_mib(mem):
+    m = re.fullmatch(r"(\d+)([MG]?)", mem.upper())
+    if not m:
+        raise CloudItError(f"--mem {mem}: give a size like 128M or 2G")
+    return int(m.group(1)) * (1024 if m.group(2) == "G" else 1)
+
+
+def vm_command(kernels, vmm="microvm", accel="tcg", cpu="max", smp=1, mem="128M", cmdline="", extra=(),
+               build_dir=None, iso=None):
+    """The command line that boots `kernels` (elf64, elf32) on one path."""
+    if vmm == "kvm":
+        cmd = [find_launcher(build_dir), "--mem", str(mem_mib(mem))]
+        return cmd + (["--cmdline", cmdline] if cmdline else []) + list(extra) + [kernels[0]]
+    if vmm not in QEMU_PATHS:
         raise CloudItError(f"unknown --vmm '{vmm}' (have: {', '.join(VMMS)})")
-    machine, which = VMMS[vmm]
-    kernel = kernels[0] if which == "elf64" else kernels[1]
+    machine, which = QEMU_PATHS[vmm]
     cmd = [QEMU] + machine + ["-accel", accel, "-cpu", cpu, "-smp", str(smp), "-m", mem,
                               "-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio",
-                              "-no-reboot", "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
-                              "-kernel", kernel]
-    if cmdline:
-        cmd += ["-append", cmdline]
+                              "-no-reboot", "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]
+    if which == "iso":
+        cmd += ["-cdrom", iso or make_iso(kernels[1], cmdline, kernels[0][:-4] + ".iso")]
+    else:
+        cmd += ["-kernel", kernels[0] if which == "elf64" else kernels[1]]
+        if cmdline:
+            cmd += ["-append", cmdline]
     return cmd + list(extra)
 
 
@@ -122,7 +163,7 @@ def _qemu_failed(rc, stderr):
 def boot(cmd, timeout=30.0, echo=True):
     """Runs QEMU, streaming the serial console (QEMU's stdout) to our stdout; returns a Result whose status is
     the guest's (isa-debug-exit's (s << 1) | 1 mapped back to s)."""
-    if shutil.which(QEMU) is None:
+    if cmd[0] == QEMU and shutil.which(QEMU) is None:
         raise CloudItError(f"{QEMU} not found: install it with apt-get install qemu-system-x86")
     start = time.monotonic()
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -157,7 +198,7 @@ def boot(cmd, timeout=30.0, echo=True):
     if timed_out:
         return Result(None, output, stderr, True, elapsed)
     if _qemu_failed(rc, stderr):
-        raise CloudItError(f"QEMU failed (exit code {rc}):\n{stderr.strip()}\n  command: {' '.join(cmd)}")
+        raise CloudItError(f"{os.path.basename(cmd[0])} failed (exit code {rc}):\n{stderr.strip()}\n  command: {' '.join(cmd)}")
     status = rc >> 1 if rc % 2 == 1 else None  # 0: reset or power-off without a status
     return Result(status, output, stderr, False, elapsed)
 

@@ -13,9 +13,11 @@ namespace toro {
 
 namespace multiboot {
 
-inline constexpr std::uint32_t flag_mem = 1u << 0;     // mem_lower / mem_upper valid
-inline constexpr std::uint32_t flag_cmdline = 1u << 2; // cmdline valid
-inline constexpr std::uint32_t flag_mmap = 1u << 6;    // mmap_length / mmap_addr valid
+inline constexpr std::uint32_t flag_mem = 1u << 0;         // mem_lower / mem_upper valid
+inline constexpr std::uint32_t flag_cmdline = 1u << 2;     // cmdline valid
+inline constexpr std::uint32_t flag_mmap = 1u << 6;        // mmap_length / mmap_addr valid
+inline constexpr std::uint32_t flag_loader_name = 1u << 9; // boot_loader_name valid
+inline constexpr std::size_t off_loader_name = 64;
 
 // Offsets into the info structure. Every loader provides at least the fields up to mmap_addr, so the
 // parser reads that prefix in one go.
@@ -33,6 +35,15 @@ namespace detail {
 
 // Walks the variable-size mmap entries; every step is checked against mmap_length before it is taken,
 // so a size field of 0 or a huge one cannot loop forever or escape the buffer.
+// Is the boot loader QEMU's own Multiboot loader (boot_loader_name "qemu")? Unreadable means no.
+template <phys_reader Reader>
+bool loader_is_qemu(Reader& mem, std::uint64_t info_addr) {
+    auto name_addr = read_u32(mem, info_addr + multiboot::off_loader_name);
+    char name[5];
+    if (!name_addr || !mem.read(*name_addr, name, sizeof name)) return false;
+    return string_view{name, 5} == string_view{"qemu", 5};
+}
+
 template <phys_reader Reader>
 expected<void> parse_multiboot_mmap(Reader& mem, std::uint32_t mmap_addr, std::uint32_t length,
                                     memory_map& map) {
@@ -97,9 +108,9 @@ expected<void> parse_multiboot(Reader& mem, std::uint64_t info_addr, boot_info& 
 
     if (flags & flag_cmdline) {
         if (auto r = load_cmdline(mem, load_le<std::uint32_t>(info + off_cmdline), out); !r) return r;
-        // Multiboot loaders (QEMU, GRUB) put the kernel image's path first, like argv[0]; boot_info carries
-        // the arguments only, the same on every protocol.
-        out.drop_first_word();
+        // QEMU puts the kernel image's path first, like argv[0]; GRUB 2 passes the arguments alone.
+        // boot_info carries the arguments only, the same on every protocol and loader.
+        if (flags & flag_loader_name && detail::loader_is_qemu(mem, info_addr)) out.drop_first_word();
     }
     return detail::finish_memory_map(out.memory);
 }

@@ -16,7 +16,8 @@ namespace {
 
 using namespace boot_test;
 
-constexpr std::uint64_t mem_base = 0x8000, info_addr = 0x9000, mmap_addr = 0x9100, cmdline_addr = 0xa000;
+constexpr std::uint64_t mem_base = 0x8000, info_addr = 0x9000, mmap_addr = 0x9100, cmdline_addr = 0xa000,
+                        loader_name_addr = 0x9f00;
 constexpr std::uint32_t flag_mem = 1, flag_cmdline = 4, flag_mmap = 64;
 
 // A Multiboot image with the info structure at info_addr; entries go to mmap_addr.
@@ -39,6 +40,13 @@ struct multiboot_image : image {
         put_string(cmdline_addr, s);
         put32(info_addr + 16, static_cast<std::uint32_t>(cmdline_addr));
         flags |= flag_cmdline;
+        write_header();
+    }
+    // boot_loader_name (flags bit 9); QEMU's is "qemu", and only QEMU puts the kernel path first.
+    void loader_name(const std::string& s) {
+        put_string(loader_name_addr, s);
+        put32(info_addr + 64, static_cast<std::uint32_t>(loader_name_addr));
+        flags |= 0x200;
         write_header();
     }
     void write_header() {
@@ -92,6 +100,7 @@ void check_error(const parsed& p, const std::string& what, std::uint64_t value) 
 TEST_CASE("Multiboot: a QEMU-like memory map and a command line", "[boot][multiboot]") {
     multiboot_image img;
     img.qemu_map();
+    img.loader_name("qemu");
     img.cmdline("/boot/kernel32.elf console=ttyS0 toro.test=1");
     auto p = parse(img);
     REQUIRE(p.result);
@@ -319,18 +328,41 @@ TEST_CASE("Multiboot: command line variants", "[boot][multiboot]") {
     }
     SECTION("exactly 2047 bytes") {
         const std::string s(2045, 'a');
+        img.loader_name("qemu");
         img.cmdline("k " + s);
         auto p = parse(img);
         REQUIRE(p.result);
         CHECK(str(p.info->cmdline()) == s);
     }
-    SECTION("the kernel path the loader puts first is dropped, with the spaces after it") {
+    SECTION("the kernel path QEMU puts first is dropped, with the spaces after it") {
+        img.loader_name("qemu");
         img.cmdline("/boot/kernel32.elf   answer=42  x");
         auto p = parse(img);
         REQUIRE(p.result);
         CHECK(str(p.info->cmdline()) == "answer=42  x");
     }
+    SECTION("GRUB passes the arguments alone: kept whole") {
+        img.loader_name("GRUB 2.06-13+deb12u1");
+        img.cmdline("answer=42 x");
+        auto p = parse(img);
+        REQUIRE(p.result);
+        CHECK(str(p.info->cmdline()) == "answer=42 x");
+    }
+    SECTION("no boot loader name: kept whole") {
+        img.cmdline("answer=42 x");
+        auto p = parse(img);
+        REQUIRE(p.result);
+        CHECK(str(p.info->cmdline()) == "answer=42 x");
+    }
+    SECTION("a loader merely starting with qemu is not QEMU") {
+        img.loader_name("qemu-like");
+        img.cmdline("answer=42 x");
+        auto p = parse(img);
+        REQUIRE(p.result);
+        CHECK(str(p.info->cmdline()) == "answer=42 x");
+    }
     SECTION("the kernel path alone leaves no arguments") {
+        img.loader_name("qemu");
         img.cmdline("/boot/kernel32.elf");
         auto p = parse(img);
         REQUIRE(p.result);

@@ -1,0 +1,215 @@
+"""./cloudit bench boot|size|build: boot cost against each path's floor, image sizes, build times.
+
+Boot: for every path, launch -> exit wall time of `hello --profile-boot` (kernel_main's first statement exits)
+and of the floor guest (test/qemu/floor: its first instruction exits, same VMM flags), interleaved run by run
+so both see the same machine noise; medians, min, max and the ratio toro/floor. The guest's own view comes from
+its TSC: `toro.boot_trace` makes hello print cycles from its first instruction to kernel_main and to the app.
+"""
+import json
+import os
+import re
+import statistics
+import subprocess
+import time
+
+from . import build as builder
+from . import deps, vm
+from .common import ROOT, CloudItError, say
+
+PATHS = ["seabios", "qboot", "microvm", "grub", "kvm"]
+# The seed's figures (FOSDEM'19, Atom C2550, QEMU 2.5): launch -> KernelMain on the closest equivalent path.
+SEED_MS = {"grub": ("disk image + SeaBIOS", 1457), "seabios": ("Multiboot -kernel", 452),
+           "qboot": ("Multiboot + qboot", 132), "microvm": ("NEMU", 95), "kvm": ("Firecracker 0.14", 17)}
+
+
+def _time_ms(cmd):
+    start = time.perf_counter()
+    r = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    ms = (time.perf_counter() - start) * 1000
+    if r.returncode != 1:  # status 0 through isa-debug-exit (or toro-vmm) is exit code 1
+        raise CloudItError(f"{' '.join(cmd)} exited {r.returncode}, not status 0:\n{r.stderr.decode()[-800:]}")
+    return ms
+
+
+def _stats(xs):
+    return {"median": round(statistics.median(xs), 2), "min": round(min(xs), 2), "max": round(max(xs), 2)}
+
+
+def host_tsc_mhz():
+    """The host's TSC rate (a KVM or TCG guest's TSC runs at it): /proc/cpuinfo's 'cpu MHz'."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            m = re.search(r"^cpu MHz\s*:\s*([\d.]+)", f.read(), re.M)
+        return float(m.group(1)) if m else None
+    except OSError:
+        return None
+
+
+def boot_trace(kernels, accel, cpu, runs, bdir, vmm="microvm"):
+    """Median cycles first instruction -> kernel_main and -> app entry, from hello's boot trace."""
+    to_main, to_app = [], []
+    for _ in range(runs):
+        r = vm.boot(vm.vm_command(kernels, vmm, accel, cpu, cmdline="toro.boot_trace", build_dir=bdir), 120,
+                    echo=False)
+        m = re.search(r"kernel_main (\d+) cycles, -> app entry (\d+) cycles", r.output)
+        if m:
+            to_main.append(int(m.group(1)))
+            to_app.append(int(m.group(2)))
+    if not to_main:
+        return None
+    return {"kernel_main_cycles": statistics.median(to_main), "app_cycles": statistics.median(to_app)}
+
+
+def bench_boot(args):
+    deps.ensure(deps.IMAGE)
+    hello = builder.Appliance("hello")
+    toro_k = builder.build(hello, profile_boot=True)
+    plain_k = builder.build(hello)
+    floor_app = builder.Appliance(os.path.join(ROOT, "test", "qemu", "floor"))
+    bdir = os.path.join(ROOT, "build", "default")
+    accel, cpu = vm.choose_accel(args.accel)
+    paths = args.paths.split(",") if args.paths else list(PATHS)
+    if accel != "kvm" and "kvm" in paths:
+        paths.remove("kvm")
+        say("the kvm path needs KVM; skipped")
+    needed = ["test/qemu/floor.elf", "test/qemu/floor32.elf"] + (["tools/toro-vmm"] if "kvm" in paths else [])
+    if not builder.ninja(bdir, needed):
+        raise CloudItError("could not build the floor guest and the launcher")
+    floor_k = builder.kernel_paths(floor_app, bdir)
+    isos = {}
+    if "grub" in paths:
+        isos = {"toro": vm.make_iso(toro_k[1], "", toro_k[0][:-4] + "-bench.iso"),
+                "floor": vm.make_iso(floor_k[1], "", floor_k[0][:-4] + "-bench.iso")}
+    results = {}
+    for path in paths:
+        cmds = {which: vm.vm_command(k, path, accel, cpu, build_dir=os.path.join(ROOT, "build", "profile-boot")
+                                     if which == "toro" else bdir, iso=isos.get(which))
+                for which, k in (("toro", toro_k), ("floor", floor_k))}
+        times = {"toro": [], "floor": []}
+        for _ in range(args.runs):
+            for which in ("toro", "floor"):
+                times[which].append(_time_ms(cmds[which]))
+        t, f = _stats(times["toro"]), _stats(times["floor"])
+        results[path] = {"toro_ms": t, "floor_ms": f, "ratio": round(t["median"] / f["median"], 3),
+                         "seed_ms": SEED_MS[path][1], "seed_path": SEED_MS[path][0]}
+        say(f"{path}: toro {t['median']} ms, floor {f['median']} ms")
+    trace = boot_trace(plain_k, accel, cpu, args.runs, bdir)
+    mhz = host_tsc_mhz()
+    out = {"accel": accel, "cpu": cpu, "runs": args.runs, "paths": results}
+    if trace:
+        out["guest_tsc"] = dict(trace, tsc_mhz=mhz, path="microvm")
+        if mhz:
+            out["guest_tsc"]["kernel_main_us"] = round(trace["kernel_main_cycles"] / mhz, 1)
+            out["guest_tsc"]["app_us"] = round(trace["app_cycles"] / mhz, 1)
+    print_boot_table(out)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=2)
+        say(f"wrote {args.json}")
+    svg = args.svg or os.path.join(ROOT, "docs", "boot-times.svg")
+    write_svg(out, svg)
+    say(f"wrote {svg}")
+    return 0
+
+
+def print_boot_table(out):
+    print(f"\nboot: launch -> kernel_main, {out['accel']}, median of {out['runs']} (min-max), ms")
+    print(f"| path | toro | floor | toro/floor | seed ({'Toro 2019'}) |")
+    print("|---|---|---|---|---|")
+    for path, r in out["paths"].items():
+        t, f = r["toro_ms"], r["floor_ms"]
+        print(f"| {path} | {t['median']} ({t['min']}-{t['max']}) | {f['median']} ({f['min']}-{f['max']}) "
+              f"| {r['ratio']} | {r['seed_ms']} ({r['seed_path']}) |")
+    g = out.get("guest_tsc")
+    if g:
+        us = f" = {g.get('kernel_main_us')} us / {g.get('app_us')} us at {g['tsc_mhz']} MHz" if g.get("tsc_mhz") else ""
+        print(f"\nguest TSC (microvm): first instruction -> kernel_main {g['kernel_main_cycles']:.0f} cycles, "
+              f"-> app entry {g['app_cycles']:.0f} cycles{us}")
+
+
+def write_svg(out, path):
+    """A grouped bar chart (log scale): toro and floor per path, the seed's figure as a marker."""
+    import math
+    paths = list(out["paths"].items())
+    width, height, left, top, bottom = 640, 320, 60, 30, 40
+    plot_h = height - top - bottom
+    values = [v for _, r in paths for v in (r["toro_ms"]["median"], r["floor_ms"]["median"], r["seed_ms"])]
+    lo, hi = 1.0, max(values + [10]) * 1.5
+    def y(v):
+        v = max(v, lo)
+        return top + plot_h - plot_h * (math.log10(v) - math.log10(lo)) / (math.log10(hi) - math.log10(lo))
+    group = (width - left - 20) / max(1, len(paths))
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
+             'font-size="11">',
+             f'<text x="{left}" y="16" font-size="13">Boot to kernel_main, median ms ({out["accel"]}, log scale)</text>']
+    for decade in range(0, int(math.log10(hi)) + 1):
+        v = 10 ** decade
+        parts.append(f'<line x1="{left}" x2="{width - 20}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="#ddd"/>'
+                     f'<text x="{left - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{v}</text>')
+    for i, (name, r) in enumerate(paths):
+        x0 = left + i * group + group * 0.15
+        bw = group * 0.3
+        for j, (key, colour) in enumerate((("toro_ms", "#1f77b4"), ("floor_ms", "#aaaaaa"))):
+            v = r[key]["median"]
+            parts.append(f'<rect x="{x0 + j * bw:.1f}" y="{y(v):.1f}" width="{bw - 2:.1f}" '
+                         f'height="{top + plot_h - y(v):.1f}" fill="{colour}"/>'
+                         f'<text x="{x0 + j * bw + bw / 2:.1f}" y="{y(v) - 3:.1f}" text-anchor="middle">{v:g}</text>')
+        sy = y(r["seed_ms"])
+        parts.append(f'<line x1="{x0 - 4:.1f}" x2="{x0 + 2 * bw + 2:.1f}" y1="{sy:.1f}" y2="{sy:.1f}" '
+                     f'stroke="#d62728" stroke-width="2" stroke-dasharray="4,2"/>'
+                     f'<text x="{x0 + bw:.1f}" y="{height - bottom + 16}" text-anchor="middle">{name}</text>')
+    parts.append(f'<rect x="{width - 200}" y="24" width="10" height="10" fill="#1f77b4"/>'
+                 f'<text x="{width - 186}" y="33">toro (hello --profile-boot)</text>'
+                 f'<rect x="{width - 200}" y="40" width="10" height="10" fill="#aaaaaa"/>'
+                 f'<text x="{width - 186}" y="49">floor (first instruction exits)</text>'
+                 f'<line x1="{width - 200}" x2="{width - 190}" y1="61" y2="61" stroke="#d62728" stroke-width="2"/>'
+                 f'<text x="{width - 186}" y="65">seed (Toro 2019)</text></svg>')
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write("\n".join(parts) + "\n")
+
+
+def elf_loaded_bytes(path):
+    from .testing import loaded_bytes
+    return loaded_bytes(path)
+
+
+def bench_size(args):
+    deps.ensure(deps.IMAGE)
+    print("| example | ELF64 loaded bytes | ELF32 wrapper loaded bytes | ELF32 file bytes | ISO bytes |")
+    print("|---|---|---|---|---|")
+    for name in builder.list_examples():
+        elf64, elf32 = builder.build(builder.Appliance(name))
+        iso = vm.make_iso(elf32, "", elf64[:-4] + ".iso")
+        print(f"| {name} | {elf_loaded_bytes(elf64)} | {elf_loaded_bytes(elf32)} | {os.path.getsize(elf32)} "
+              f"| {os.path.getsize(iso)} |")
+    return 0
+
+
+def bench_build(args):
+    """Clean build of an example's kernels (after configuring) and the rebuild after touching its source."""
+    import shutil
+    import tempfile
+    deps.ensure(deps.BUILD)
+    name = args.example
+    app = builder.Appliance(name)
+    src = os.path.join(ROOT, "examples", name, "main.cpp")
+    targets = [f"examples/{name}/{name}.elf", f"examples/{name}/{name}32.elf"]
+    clean, incremental = [], []
+    for _ in range(args.runs):
+        with tempfile.TemporaryDirectory() as tmp:
+            bdir = os.path.join(tmp, "b")
+            builder.configure(ROOT, bdir)
+            start = time.perf_counter()
+            if not builder.ninja(bdir, targets, quiet=True):
+                raise CloudItError("build failed")
+            clean.append((time.perf_counter() - start) * 1000)
+            os.utime(src)
+            start = time.perf_counter()
+            builder.ninja(bdir, targets, quiet=True)
+            incremental.append((time.perf_counter() - start) * 1000)
+            shutil.rmtree(bdir, ignore_errors=True)
+    print(f"build of {app.name}, median of {args.runs}: clean {statistics.median(clean):.0f} ms "
+          f"(min {min(clean):.0f}), rebuild after touching main.cpp {statistics.median(incremental):.0f} ms "
+          f"(min {min(incremental):.0f})")
+    return 0

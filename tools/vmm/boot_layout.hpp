@@ -1,0 +1,358 @@
+// toro-vmm's boot layout: Firecracker's x86_64 Linux 64-bit boot contract as pure functions over guest
+// memory (a std::span, no KVM headers), so every byte the launcher writes can be checked on the host.
+//
+// The contract, as Firecracker (src/vmm/src/arch/x86_64/{layout,regs,gdt,mod}.rs) and rust-vmm's
+// linux-loader set it up:
+//   0x500    GDT: null, 64-bit code (0x08), data (0x10), TSS (0x18)      0x520   IDT: one zero entry
+//   0x7000   boot_params (the zero page), rsi points here                0x8ff0  initial rsp = rbp
+//   0x9000   PML4 -> 0xa000 PDPT -> 0xb000 PD: 512 x 2 MiB, identity map of the first 1 GiB
+//   0x20000  kernel command line (NUL-terminated, at most 2048 bytes with the NUL)
+//   1 MiB    the kernel's PT_LOAD segments at their p_paddr (HIMEM_START)
+//   3 GiB    32-bit MMIO gap up to 4 GiB (the boot timer lives at its start); RAM beyond 3 GiB is
+//            placed from 4 GiB on.
+// Guest memory is fresh anonymous memory, so it is already zero: only non-zero bytes are written.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "elf/elf.hpp"
+
+namespace toro::tools::vmm {
+
+// result<void> spelled with the elf reader's result type (it holds a value or an elf_error).
+using status = result<std::monostate>;
+inline status ok() {
+    return std::monostate{};
+}
+
+namespace layout {
+
+inline constexpr std::uint64_t gdt_addr = 0x500;
+inline constexpr std::uint64_t idt_addr = 0x520;
+inline constexpr std::uint64_t zero_page_addr = 0x7000;
+inline constexpr std::uint64_t zero_page_size = 0x1000;
+inline constexpr std::uint64_t boot_stack_pointer = 0x8ff0;
+inline constexpr std::uint64_t pml4_addr = 0x9000;
+inline constexpr std::uint64_t pdpt_addr = 0xa000;
+inline constexpr std::uint64_t pd_addr = 0xb000;
+inline constexpr std::uint64_t cmdline_addr = 0x20000;
+inline constexpr std::uint64_t cmdline_max_size = 2048; // bytes, the NUL included (Firecracker's limit)
+inline constexpr std::uint64_t ebda_start = 0x9fc00;    // low RAM ends here
+inline constexpr std::uint64_t himem_start = 0x100000;  // 1 MiB: the kernel's load address
+inline constexpr std::uint64_t mmio32_start = 0xc0000000;
+inline constexpr std::uint64_t first_addr_past_32bits = 1ull << 32;
+inline constexpr std::uint64_t boot_timer_addr = mmio32_start; // Firecracker >= 1.13
+inline constexpr std::uint64_t kvm_tss_addr = 0xfffbd000;
+// 2 MiB is the least that holds the boot structures and a kernel at 1 MiB. Above 255 GiB Firecracker
+// splits RAM again around its 64-bit MMIO gap at 256 GiB, which this launcher does not model.
+inline constexpr std::uint64_t min_mem_size = 2ull << 20;
+inline constexpr std::uint64_t max_mem_size = 255ull << 30;
+
+} // namespace layout
+
+// Where toro-vmm writes, so a kernel segment that lands on one of them is refused instead of being
+// silently overwritten (Firecracker writes these after loading the kernel).
+struct boot_structure {
+    std::uint64_t addr;
+    std::uint64_t size;
+    const char* name;
+};
+inline constexpr std::array<boot_structure, 6> boot_structures{{
+    {layout::gdt_addr, 4 * 8, "the GDT"},
+    {layout::idt_addr, 8, "the IDT"},
+    {layout::zero_page_addr, layout::zero_page_size, "the zero page (boot_params)"},
+    {layout::zero_page_addr + layout::zero_page_size, 0x1000, "the boot stack"},
+    {layout::pml4_addr, 3 * 0x1000, "the boot page tables"},
+    {layout::cmdline_addr, layout::cmdline_max_size, "the command line"},
+}};
+
+// Offsets in struct boot_params (Linux arch/x86/include/uapi/asm/bootparam.h); hdr starts at 0x1f1.
+namespace zero_page_offsets {
+inline constexpr std::size_t e820_entries = 0x1e8; // u8
+inline constexpr std::size_t boot_flag = 0x1fe;    // u16, 0xaa55
+inline constexpr std::size_t header = 0x202;       // u32, "HdrS"
+inline constexpr std::size_t type_of_loader = 0x210;
+inline constexpr std::size_t cmd_line_ptr = 0x228;     // u32
+inline constexpr std::size_t kernel_alignment = 0x230; // u32
+inline constexpr std::size_t cmdline_size = 0x238;     // u32
+inline constexpr std::size_t e820_table = 0x2d0;       // {u64 addr; u64 size; u32 type} x 128, packed
+inline constexpr std::size_t e820_entry_size = 20;
+inline constexpr std::size_t e820_max_entries = 128;
+} // namespace zero_page_offsets
+
+inline constexpr std::uint16_t boot_flag_magic = 0xaa55;
+inline constexpr std::uint32_t hdr_magic = 0x53726448; // "HdrS"
+inline constexpr std::uint8_t loader_other = 0xff;     // type_of_loader: "undefined" boot loader
+inline constexpr std::uint32_t kernel_min_alignment = 0x01000000;
+inline constexpr std::uint32_t e820_ram = 1;
+
+// The guest's RAM as KVM memory slots: [0, low_size) and, for more than 3 GiB, [4 GiB, +high_size).
+// Host memory is one mapping: the high part follows the low part.
+struct memory_plan {
+    std::uint64_t total = 0;
+    std::uint64_t low_size = 0;
+    std::uint64_t high_size = 0;
+};
+
+inline std::string mib_text(std::uint64_t bytes) {
+    return std::to_string(bytes >> 20) + " MiB";
+}
+
+// Validates a --mem value in MiB and splits it around the 32-bit MMIO gap.
+inline result<memory_plan> plan_memory(std::uint64_t mib) {
+    if (mib == 0) return elf_error{"--mem 0: the guest needs memory (at least 2 MiB)"};
+    if (mib > (layout::max_mem_size >> 20))
+        return elf_error{"--mem " + std::to_string(mib) + " MiB is more than toro-vmm supports (" +
+                         mib_text(layout::max_mem_size) + ")"};
+    const std::uint64_t total = mib << 20;
+    if (total < layout::min_mem_size)
+        return elf_error{"--mem " + std::to_string(mib) +
+                         " MiB is too small: the kernel loads at 1 MiB, give at least 2 MiB"};
+    memory_plan p;
+    p.total = total;
+    p.low_size = std::min(total, layout::mmio32_start);
+    p.high_size = total - p.low_size;
+    return p;
+}
+
+namespace detail {
+
+inline void store_le(std::span<std::uint8_t> mem, std::uint64_t addr, std::uint64_t v, std::size_t width) {
+    for (std::size_t i = 0; i < width; ++i) mem[addr + i] = static_cast<std::uint8_t>(v >> (8 * i));
+}
+
+inline bool overlaps(std::uint64_t a, std::uint64_t a_size, std::uint64_t b, std::uint64_t b_size) {
+    return a < b + b_size && b < a + a_size;
+}
+
+inline status need(std::span<const std::uint8_t> mem, std::uint64_t end, const char* what) {
+    if (mem.size() < end)
+        return elf_error{std::string{what} + " needs guest memory up to " + ::toro::tools::detail::hex(end) +
+                         ", but guest memory is " + ::toro::tools::detail::hex(mem.size()) + " bytes"};
+    return ok();
+}
+
+} // namespace detail
+
+// Copies every PT_LOAD's file bytes to p_paddr in `mem` (guest RAM below 3 GiB, from address 0) and
+// returns the entry point. The rest of each segment (p_memsz - p_filesz) is left alone: fresh guest
+// memory is zero already. Refused: a segment outside guest memory or over a boot structure, and an
+// entry point below 1 MiB (linux-loader's rule for Firecracker) or outside every loaded segment.
+inline result<std::uint64_t> load_elf_segments(const elf64_image& image, std::span<std::uint8_t> mem) {
+    using ::toro::tools::detail::hex;
+    for (std::size_t i = 0; i < image.segments.size(); ++i) {
+        const elf_segment& s = image.segments[i];
+        if (s.type != pt_load || s.memsz == 0) continue;
+        const std::string where = "segment " + std::to_string(i) + " [" + hex(s.paddr) + ", " +
+                                  hex(s.paddr + s.memsz) + ")";
+        if (!::toro::tools::detail::range_ok(s.paddr, s.memsz, mem.size()))
+            return elf_error{where + " lies outside guest memory [0, " + hex(mem.size()) +
+                             "): give more --mem or link the kernel lower"};
+        for (const auto& b : boot_structures)
+            if (detail::overlaps(s.paddr, s.memsz, b.addr, b.size))
+                return elf_error{where + " overlaps " + b.name + " at [" + hex(b.addr) + ", " +
+                                 hex(b.addr + b.size) + "): link the kernel at 1 MiB or above"};
+    }
+    if (image.entry < layout::himem_start)
+        return elf_error{"entry point " + hex(image.entry) +
+                         " is below 1 MiB: Firecracker's loader refuses that (link the kernel at 1 MiB)"};
+    bool entry_loaded = false;
+    for (const auto& s : image.segments)
+        if (s.type == pt_load && image.entry >= s.paddr && image.entry - s.paddr < s.filesz) entry_loaded = true;
+    if (!entry_loaded)
+        return elf_error{"entry point " + hex(image.entry) +
+                         " is not inside the file bytes of any PT_LOAD segment (e_entry must be a physical "
+                         "address: the Linux 64-bit entry runs on an identity map)"};
+
+    for (const auto& s : image.segments) {
+        if (s.type != pt_load || s.filesz == 0) continue;
+        const auto bytes = s.bytes(image.file);
+        std::copy(bytes.begin(), bytes.end(), mem.begin() + static_cast<std::ptrdiff_t>(s.paddr));
+    }
+    return image.entry;
+}
+
+// parse_elf64 + load_elf_segments: what the launcher does with the kernel file.
+inline result<std::uint64_t> load_kernel(std::span<const std::uint8_t> file, std::span<std::uint8_t> mem) {
+    auto image = parse_elf64(file);
+    if (!image) return image.error();
+    return load_elf_segments(*image, mem);
+}
+
+// One e820 entry as the zero page stores it.
+struct e820_entry {
+    std::uint64_t addr;
+    std::uint64_t size;
+    std::uint32_t type;
+    bool operator==(const e820_entry&) const = default;
+};
+
+// Firecracker's e820 map for a guest of `total` bytes: RAM below the EBDA, RAM from 1 MiB to the end
+// of memory or to the 32-bit MMIO gap at 3 GiB, and the rest from 4 GiB. Firecracker >= 1.10 also
+// lists [0x9fc00, 1 MiB) and PCI MMCONFIG as reserved; leaving them out says the same (not RAM).
+inline std::vector<e820_entry> e820_map(std::uint64_t total) {
+    std::vector<e820_entry> map;
+    map.push_back({0, layout::ebda_start, e820_ram});
+    const std::uint64_t low_end = std::min(total, layout::mmio32_start);
+    if (low_end > layout::himem_start) map.push_back({layout::himem_start, low_end - layout::himem_start, e820_ram});
+    if (total > layout::mmio32_start)
+        map.push_back({layout::first_addr_past_32bits, total - layout::mmio32_start, e820_ram});
+    return map;
+}
+
+// Fills the zero page at 0x7000 (the fields Firecracker sets, its e820 map) and puts `cmdline` at
+// 0x20000. `mem` is guest RAM from address 0, `total` the guest's whole RAM (for the e820 map).
+inline status write_zero_page(std::span<std::uint8_t> mem, std::uint64_t total, std::string_view cmdline) {
+    namespace off = zero_page_offsets;
+    if (auto r = detail::need(mem, layout::cmdline_addr + layout::cmdline_max_size, "the zero page"); !r)
+        return r;
+    if (cmdline.find('\0') != std::string_view::npos)
+        return elf_error{"the command line contains a NUL byte"};
+    if (cmdline.size() + 1 > layout::cmdline_max_size)
+        return elf_error{"the command line is " + std::to_string(cmdline.size()) + " bytes; at most " +
+                         std::to_string(layout::cmdline_max_size - 1) + " fit (Firecracker's limit, " +
+                         std::to_string(layout::cmdline_max_size) + " with the NUL)"};
+
+    const std::uint64_t zp = layout::zero_page_addr;
+    detail::store_le(mem, zp + off::boot_flag, boot_flag_magic, 2);
+    detail::store_le(mem, zp + off::header, hdr_magic, 4);
+    detail::store_le(mem, zp + off::type_of_loader, loader_other, 1);
+    detail::store_le(mem, zp + off::cmd_line_ptr, layout::cmdline_addr, 4);
+    detail::store_le(mem, zp + off::cmdline_size, cmdline.size() + 1, 4); // Firecracker counts the NUL
+    detail::store_le(mem, zp + off::kernel_alignment, kernel_min_alignment, 4);
+
+    const auto map = e820_map(total);
+    detail::store_le(mem, zp + off::e820_entries, map.size(), 1);
+    for (std::size_t i = 0; i < map.size(); ++i) {
+        const std::uint64_t e = zp + off::e820_table + i * off::e820_entry_size;
+        detail::store_le(mem, e, map[i].addr, 8);
+        detail::store_le(mem, e + 8, map[i].size, 8);
+        detail::store_le(mem, e + 16, map[i].type, 4);
+    }
+
+    // The NUL after the text is already there: memory is zero.
+    std::copy(cmdline.begin(), cmdline.end(), mem.begin() + static_cast<std::ptrdiff_t>(layout::cmdline_addr));
+    return ok();
+}
+
+// Page-table entry bits.
+inline constexpr std::uint64_t pte_present = 1 << 0;
+inline constexpr std::uint64_t pte_writable = 1 << 1;
+inline constexpr std::uint64_t pte_large = 1 << 7; // a 2 MiB page in a PD entry
+
+// PML4[0] -> PDPT, PDPT[0] -> PD, PD[i] = 2 MiB page at i * 2 MiB: the first 1 GiB identity-mapped.
+inline status write_page_tables(std::span<std::uint8_t> mem) {
+    if (auto r = detail::need(mem, layout::pd_addr + 0x1000, "the boot page tables"); !r) return r;
+    detail::store_le(mem, layout::pml4_addr, layout::pdpt_addr | pte_present | pte_writable, 8);
+    detail::store_le(mem, layout::pdpt_addr, layout::pd_addr | pte_present | pte_writable, 8);
+    for (std::uint64_t i = 0; i < 512; ++i)
+        detail::store_le(mem, layout::pd_addr + i * 8, (i << 21) | pte_present | pte_writable | pte_large, 8);
+    return ok();
+}
+
+// A GDT descriptor from Linux-style flags (access byte in bits 0-7, G/DB/L/AVL in bits 12-15), base
+// and 20-bit limit, as Firecracker's gdt_entry() packs them.
+constexpr std::uint64_t gdt_entry(std::uint16_t flags, std::uint32_t base, std::uint32_t limit) {
+    return ((std::uint64_t{base} & 0xff000000) << (56 - 24)) | ((std::uint64_t{flags} & 0xf0ff) << 40) |
+           ((std::uint64_t{limit} & 0x000f0000) << (48 - 16)) | ((std::uint64_t{base} & 0x00ffffff) << 16) |
+           (std::uint64_t{limit} & 0x0000ffff);
+}
+
+inline constexpr std::array<std::uint64_t, 4> boot_gdt{
+    gdt_entry(0, 0, 0),            // null
+    gdt_entry(0xa09b, 0, 0xfffff), // 0x08: code, 64-bit (L), present, execute/read, accessed
+    gdt_entry(0xc093, 0, 0xfffff), // 0x10: data, 32-bit default size, present, read/write, accessed
+    gdt_entry(0x808b, 0, 0xfffff), // 0x18: TSS, busy 64-bit (KVM wants a valid TR even if never used)
+};
+
+// Writes the GDT at 0x500. The IDT at 0x520 is one zero descriptor, which zero memory already is.
+inline status write_gdt(std::span<std::uint8_t> mem) {
+    if (auto r = detail::need(mem, layout::idt_addr + 8, "the GDT and IDT"); !r) return r;
+    for (std::size_t i = 0; i < boot_gdt.size(); ++i) detail::store_le(mem, layout::gdt_addr + i * 8, boot_gdt[i], 8);
+    return ok();
+}
+
+// kvm_segment's fields, decoded from a GDT descriptor (KVM wants the limit scaled to bytes when G is set).
+struct segment {
+    std::uint64_t base = 0;
+    std::uint32_t limit = 0;
+    std::uint16_t selector = 0;
+    std::uint8_t type = 0, present = 0, dpl = 0, db = 0, s = 0, l = 0, g = 0, avl = 0, unusable = 0;
+    bool operator==(const segment&) const = default;
+};
+
+constexpr segment segment_from_gdt(std::uint64_t e, std::uint16_t index) {
+    segment s;
+    s.base = ((e >> 16) & 0xffffff) | (((e >> 56) & 0xff) << 24);
+    const auto raw_limit = static_cast<std::uint32_t>((e & 0xffff) | (((e >> 48) & 0xf) << 16));
+    s.g = static_cast<std::uint8_t>((e >> 55) & 1);
+    s.limit = s.g ? (raw_limit << 12) | 0xfff : raw_limit;
+    s.selector = static_cast<std::uint16_t>(index * 8);
+    s.type = static_cast<std::uint8_t>((e >> 40) & 0xf);
+    s.s = static_cast<std::uint8_t>((e >> 44) & 1);
+    s.dpl = static_cast<std::uint8_t>((e >> 45) & 3);
+    s.present = static_cast<std::uint8_t>((e >> 47) & 1);
+    s.avl = static_cast<std::uint8_t>((e >> 52) & 1);
+    s.l = static_cast<std::uint8_t>((e >> 53) & 1);
+    s.db = static_cast<std::uint8_t>((e >> 54) & 1);
+    s.unusable = s.present ? 0 : 1;
+    return s;
+}
+
+// Control-register bits.
+inline constexpr std::uint64_t cr0_pe = 1ull << 0;
+inline constexpr std::uint64_t cr0_et = 1ull << 4;
+inline constexpr std::uint64_t cr0_pg = 1ull << 31;
+inline constexpr std::uint64_t cr4_pae = 1ull << 5;
+inline constexpr std::uint64_t efer_lme = 1ull << 8;
+inline constexpr std::uint64_t efer_lma = 1ull << 10;
+
+// The vCPU's state at the Linux 64-bit entry. Like Firecracker, the control-register bits are ORed into
+// the vCPU's reset values (KVM's reset CR0 is ET|NW|CD, so the guest sees 0xe0000011), everything else
+// is set outright.
+struct boot_cpu_state {
+    std::uint64_t rip = 0;
+    std::uint64_t rsp = layout::boot_stack_pointer;
+    std::uint64_t rbp = layout::boot_stack_pointer;
+    std::uint64_t rsi = layout::zero_page_addr; // the zero page, per the Linux boot protocol
+    std::uint64_t rflags = 0x2;                 // bit 1 is reserved and reads as one; IF clear
+    std::uint64_t cr0_set = cr0_pe | cr0_pg;
+    std::uint64_t cr3 = layout::pml4_addr;
+    std::uint64_t cr4_set = cr4_pae;
+    std::uint64_t efer_set = efer_lme | efer_lma;
+    std::uint64_t gdt_base = layout::gdt_addr;
+    std::uint16_t gdt_limit = boot_gdt.size() * 8 - 1;
+    std::uint64_t idt_base = layout::idt_addr;
+    std::uint16_t idt_limit = 8 - 1; // Firecracker's: one (zero) descriptor
+    segment code = segment_from_gdt(boot_gdt[1], 1);
+    segment data = segment_from_gdt(boot_gdt[2], 2); // ds, es, fs, gs, ss
+    segment tss = segment_from_gdt(boot_gdt[3], 3);
+};
+
+inline boot_cpu_state initial_cpu_state(std::uint64_t entry) {
+    boot_cpu_state s;
+    s.rip = entry;
+    return s;
+}
+
+// Everything the launcher writes into guest memory before the first KVM_RUN. `mem` is guest RAM
+// from address 0 (the part below 3 GiB), `total` the whole RAM size.
+inline result<boot_cpu_state> setup_boot(std::span<const std::uint8_t> kernel_file, std::span<std::uint8_t> mem,
+                                         std::uint64_t total, std::string_view cmdline) {
+    auto entry = load_kernel(kernel_file, mem);
+    if (!entry) return entry.error();
+    if (auto r = write_zero_page(mem, total, cmdline); !r) return r.error();
+    if (auto r = write_page_tables(mem); !r) return r.error();
+    if (auto r = write_gdt(mem); !r) return r.error();
+    return initial_cpu_state(*entry);
+}
+
+} // namespace toro::tools::vmm
