@@ -81,6 +81,7 @@ static_assert(has_word("a toro.boot_trace b", "toro.boot_trace") &&
 // Where kernel_main keeps what it parsed; 3 KiB that would not fit a boot stack frame comfortably.
 inline boot_info the_boot_info;
 inline arch::cpu_tables boot_cpu_tables;
+[[gnu::section(".bss.stack.ist")]] inline arch::ist_stacks boot_ist_stacks;
 inline arch::idt kernel_idt;
 inline bool handling_fault = false;
 
@@ -118,7 +119,7 @@ template <class App, class Entry>
     const std::uint64_t tsc_kernel_main = arch::rdtsc();
     for (auto* f = __init_array_start; f != __init_array_end; ++f) (*f)();
     console_init();
-    boot_cpu_tables.load();
+    boot_cpu_tables.load(boot_ist_stacks);
     kernel_idt.install_exception_stubs();
     kernel_idt.load();
     current_stack = {reinterpret_cast<std::uintptr_t>(boot_stack_bottom),

@@ -13,7 +13,6 @@
 /* Boot GDT selectors. */
 #define SEL_CODE64 0x08
 #define SEL_DATA 0x10
-#define SEL_CODE32 0x18
 
 #define CR0_PE (1 << 0)
 #define CR0_MP (1 << 1)

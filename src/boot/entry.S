@@ -2,13 +2,18 @@
  * toro's boot shim: every way into the kernel ends in toro_boot_entry() in 64-bit mode.
  *
  *   Multiboot1 (through the ELF32 wrapper) -.
- *   PVH (XEN_ELFNOTE_PHYS32_ENTRY)         --+-> _start32 --> common32: GDT, page tables, long mode --> start64
- *   Linux 64-bit entry (e_entry, rsi->zp)  ---> back to 32-bit protected mode --> common32
+ *   PVH (XEN_ELFNOTE_PHYS32_ENTRY)         --+-> _start32: GDT, bootstrap map, long mode -.
+ *   Linux 64-bit entry (e_entry, rsi->zp)  ---> _start64_linux: our GDT ---------------------+-> start64
  *
- * The Linux entry drops to 32-bit on purpose: the page tables are then built by one piece of code, always before
- * paging is on (shadow-paging hypervisors trap writes to live tables), and never written while live.
- * start64 sets the stack, enables SSE, clears BSS and calls C++. What C++ needs (protocol, info pointer, TSC at
- * entry) is left in .boot_noinit, which the BSS clear does not touch.
+ * start64 builds the kernel's page tables, switches CR3 to them, sets the stack, enables SSE, clears BSS and
+ * calls C++. What C++ needs (protocol, info pointer, TSC at entry) is left in .boot_noinit, which the BSS
+ * clear does not touch.
+ *
+ * Why the 32-bit code does so little: on shadow-paging hypervisors (this project's CI KVM) code running with
+ * paging off is emulated instruction by instruction; filling the page tables there cost 12 ms of a 50 ms boot.
+ * So the 32-bit path writes three entries of a bootstrap map (the first 2 MiB, which hold the kernel) and goes
+ * to long mode at once; the real tables are filled at native speed in 64-bit code while they are not yet live,
+ * then loaded. No table is ever written while live.
  */
 #include "boot_defs.h"
 
@@ -29,7 +34,6 @@ boot_gdt:
         .quad 0                         /* null */
         .quad 0x00af9a000000ffff        /* 0x08: 64-bit code (L=1), ring 0 */
         .quad 0x00cf92000000ffff        /* 0x10: flat 4 GiB data, valid in 32- and 64-bit mode */
-        .quad 0x00cf9a000000ffff        /* 0x18: flat 32-bit code, for the Linux entry's way back down */
 boot_gdt_end:
         /* A 10-byte pseudo-descriptor: lgdt in 32-bit mode reads the first 6 bytes, in 64-bit mode all 10. */
 boot_gdt_ptr:
@@ -67,117 +71,46 @@ _start32:
         mov $BOOT_PROTO_UNKNOWN, %ecx   /* reported by C++, which can print */
 2:      mov %ecx, toro_boot_protocol
 
-common32:
-        lgdt boot_gdt_ptr
-        mov $SEL_DATA, %eax
-        mov %eax, %ds
-        mov %eax, %es
-        mov %eax, %ss
-        mov %eax, %fs
-        mov %eax, %gs
-        mov $boot_stack_top, %esp       /* only for the calls below; BSS is cleared later, the stack reused */
-        ljmp $SEL_CODE32, $1f           /* reload cs from our GDT: the loader's may be gone soon */
-1:
-        /* Long mode and the optional features, from CPUID 0x80000001 edx. */
+        lgdt boot_gdt_ptr               /* cs and the data segments are reloaded by the jump to 64-bit code */
+
+        /* Long mode? (CPUID 0x80000001 edx bit 29; bit 20 is NX) */
         mov $0x80000000, %eax
         cpuid
         cmp $0x80000001, %eax
         jb no_long_mode
         mov $0x80000001, %eax
         cpuid
-        bt $29, %edx                    /* LM */
+        bt $29, %edx
         jnc no_long_mode
-        mov %edx, %esi                  /* keep: bit 26 = 1 GiB pages, bit 20 = NX */
+        mov %edx, %esi
 
-        /*
-         * Identity map, built while paging is off:
-         *   PML4[0] -> PDPT;  PDPT[0] -> PD0;  PD0[0] -> PT0 (4 KiB pages, PT0[0] absent: the NULL guard)
-         *   PD0[1..511]: 2 MiB pages up to 1 GiB
-         *   with 1 GiB pages: PDPT[1..511] map 1 GiB..512 GiB;  without: PDPT[1..3] -> PD1..PD3 (2 MiB pages to 4 GiB)
-         * Every entry of every table is written, so nothing relies on the memory being zero.
-         */
-        xor %edx, %edx                  /* high half of every entry below 4 GiB */
+        /* Bootstrap map: one 2 MiB page at 0, which holds the kernel, its BSS, stacks and page tables. Only the
+         * entries the CPU walks for those addresses are written; the rest are never used (start64 leaves this
+         * map before touching anything above 2 MiB), so their contents do not matter. */
+        movl $(boot_bootstrap_pdpt + PTE_PRESENT + PTE_WRITE), boot_bootstrap_pml4
+        movl $0, boot_bootstrap_pml4 + 4
+        movl $(boot_bootstrap_pd + PTE_PRESENT + PTE_WRITE), boot_bootstrap_pdpt
+        movl $0, boot_bootstrap_pdpt + 4
+        movl $(PTE_PRESENT + PTE_WRITE + PTE_LARGE), boot_bootstrap_pd
+        movl $0, boot_bootstrap_pd + 4
 
-        mov $boot_pml4, %edi
-        mov $(boot_pdpt + PTE_PRESENT + PTE_WRITE), %eax
-        mov $1, %ecx
-        call fill_entries
-        xor %eax, %eax
-        xor %ebp, %ebp
-        mov $511, %ecx
-        call fill_entries
-
-        mov $boot_pt0, %edi
-        xor %eax, %eax
-        mov $1, %ecx                    /* PT0[0] = 0: page 0 stays unmapped */
-        call fill_entries
-        mov $(0x1000 + PTE_PRESENT + PTE_WRITE), %eax
-        mov $0x1000, %ebp
-        mov $511, %ecx
-        call fill_entries
-
-        mov $boot_pd, %edi
-        mov $(boot_pt0 + PTE_PRESENT + PTE_WRITE), %eax
-        mov $1, %ecx
-        call fill_entries
-        mov $(0x200000 + PTE_PRESENT + PTE_WRITE + PTE_LARGE), %eax
-        mov $0x200000, %ebp
-        mov $511, %ecx
-        call fill_entries
-
-        mov $boot_pdpt, %edi
-        mov $(boot_pd + PTE_PRESENT + PTE_WRITE), %eax
-        mov $1, %ecx
-        call fill_entries
-        bt $26, %esi                    /* Page1GB */
-        jnc 3f
-        mov $(0x40000000 + PTE_PRESENT + PTE_WRITE + PTE_LARGE), %eax
-        mov $0x40000000, %ebp           /* the adc in fill_entries carries into the high half past 4 GiB */
-        mov $511, %ecx
-        call fill_entries
-        jmp 4f
-3:      mov $(boot_pd + 0x1000 + PTE_PRESENT + PTE_WRITE), %eax
-        mov $0x1000, %ebp               /* PD1..PD3 follow PD0 */
-        mov $3, %ecx
-        call fill_entries
-        xor %eax, %eax
-        xor %ebp, %ebp
-        mov $508, %ecx
-        call fill_entries
-        mov $(boot_pd + 0x1000), %edi
-        mov $(0x40000000 + PTE_PRESENT + PTE_WRITE + PTE_LARGE), %eax
-        mov $0x200000, %ebp
-        mov $1536, %ecx
-        call fill_entries
-4:
         /* PAE -> CR3 -> EFER.LME (and NXE when the CPU has NX) -> paging on -> far jump into 64-bit code. */
         mov %cr4, %eax
         or $CR4_PAE, %eax
         mov %eax, %cr4
-        mov $boot_pml4, %eax
+        mov $boot_bootstrap_pml4, %eax
         mov %eax, %cr3
         mov $MSR_EFER, %ecx
         rdmsr
         or $EFER_LME, %eax
         bt $20, %esi
-        jnc 5f
+        jnc 3f
         or $EFER_NXE, %eax
-5:      wrmsr
+3:      wrmsr
         mov %cr0, %eax
-        or $(CR0_PG | CR0_PE | CR0_WP), %eax   /* WP: read-only pages bind ring 0 too */
+        or $(CR0_PG | CR0_PE), %eax
         mov %eax, %cr0
         ljmp $SEL_CODE64, $start64
-
-/* fill_entries: write ecx 8-byte entries at edi, starting with edx:eax and adding ebp each time. */
-fill_entries:
-        mov %eax, (%edi)
-        mov %edx, 4(%edi)
-        add $8, %edi
-        add %ebp, %eax
-        adc $0, %edx
-        dec %ecx
-        jnz fill_entries
-        ret
 
 /* No long mode: nothing else can run. Say so on COM1, exit through isa-debug-exit, else halt. */
 no_long_mode:
@@ -199,33 +132,31 @@ no_long_mode:
         .globl _start64_linux
         .type _start64_linux, @function
 _start64_linux:
+        /* Long mode on the VMM's identity map of low memory (Firecracker maps 1 GiB), rsi -> boot_params. */
         cli
         rdtsc
         mov %eax, toro_boot_tsc(%rip)
         mov %edx, toro_boot_tsc + 4(%rip)
-        mov %rsi, toro_boot_info_addr(%rip)     /* rsi -> boot_params (the zero page) */
+        mov %rsi, toro_boot_info_addr(%rip)
         movl $BOOT_PROTO_LINUX64, toro_boot_protocol(%rip)
         movl $0, toro_boot_magic(%rip)
-        /* Leave long mode through compatibility mode: this code is identity-mapped, so turning paging off
-         * in the middle of it is safe. */
         lgdt boot_gdt_ptr(%rip)
-        lea boot_stack_top(%rip), %rsp
-        pushq $SEL_CODE32
-        lea 1f(%rip), %rax
-        pushq %rax
-        lretq                           /* to 1: in 32-bit compatibility mode */
-        .code32
-1:      mov %cr0, %eax
-        and $~CR0_PG, %eax              /* paging off: EFER.LMA drops, we are in protected mode */
-        mov %eax, %cr0
+        /* NX, if the CPU has it: the VMM set only LME|LMA. */
+        mov $0x80000001, %eax
+        cpuid
+        bt $20, %edx
+        jnc 1f
         mov $MSR_EFER, %ecx
         rdmsr
-        and $~EFER_LME, %eax
+        or $EFER_NXE, %eax
         wrmsr
-        jmp common32
+1:      lea boot_stack_top(%rip), %rsp
+        pushq $SEL_CODE64               /* reload cs from our GDT */
+        lea start64(%rip), %rax
+        pushq %rax
+        lretq
 
 /* ---------------------------------------------------------------- 64-bit common path */
-        .code64
 start64:
         mov $SEL_DATA, %eax
         mov %eax, %ds
@@ -236,16 +167,84 @@ start64:
         mov %eax, %gs
         lea boot_stack_top(%rip), %rsp
 
-        /* SSE: the compiler may use it anywhere (memcpy, struct copies). */
+        /*
+         * The kernel's identity map, filled now and loaded only when complete.
+         *   PML4[0] -> PDPT;  PDPT[0] -> PD0;  PD0[0] -> PT0 (4 KiB pages, PT0[0] absent: the NULL guard)
+         *   PD0[1..511]: 2 MiB pages up to 1 GiB
+         *   with 1 GiB pages: PDPT[1..63] map 1 GiB..64 GiB;  without: PDPT[1..3] -> PD1..PD3 (2 MiB pages to 4 GiB)
+         * Every entry is written, so nothing relies on the memory being zero. Entries cost: where every guest
+         * store traps (shadow-paging KVM here, ~3 us each) the 1.1k stores below are most of the shim's time,
+         * hence 64 GiB rather than 512: the memory unit maps RAM beyond what the shim covers.
+         */
+        mov $0x80000001, %eax
+        cpuid
+        mov %edx, %r8d                  /* bit 26: 1 GiB pages */
+
+        lea boot_pml4(%rip), %rdi
+        lea boot_pdpt + PTE_PRESENT + PTE_WRITE(%rip), %rax
+        mov $1, %ecx
+        call fill_entries
+        xor %eax, %eax
+        mov $511, %ecx
+        rep stosq
+
+        lea boot_pt0(%rip), %rdi
+        xor %eax, %eax
+        stosq                           /* PT0[0] = 0: page 0 stays unmapped */
+        mov $(0x1000 + PTE_PRESENT + PTE_WRITE), %eax
+        mov $0x1000, %edx
+        mov $511, %ecx
+        call fill_entries
+
+        lea boot_pd(%rip), %rdi
+        lea boot_pt0 + PTE_PRESENT + PTE_WRITE(%rip), %rax
+        mov $1, %ecx
+        call fill_entries
+        mov $(0x200000 + PTE_PRESENT + PTE_WRITE + PTE_LARGE), %eax
+        mov $0x200000, %edx
+        mov $511, %ecx
+        call fill_entries
+
+        lea boot_pdpt(%rip), %rdi
+        lea boot_pd + PTE_PRESENT + PTE_WRITE(%rip), %rax
+        mov $1, %ecx
+        call fill_entries
+        bt $26, %r8d
+        jnc 1f
+        mov $(0x40000000 + PTE_PRESENT + PTE_WRITE + PTE_LARGE), %eax
+        mov $0x40000000, %edx
+        mov $63, %ecx
+        call fill_entries
+        xor %eax, %eax
+        mov $448, %ecx
+        rep stosq                       /* not present above 64 GiB */
+        jmp 2f
+1:      lea boot_pd + 0x1000 + PTE_PRESENT + PTE_WRITE(%rip), %rax
+        mov $0x1000, %edx               /* PD1..PD3 follow PD0 */
+        mov $3, %ecx
+        call fill_entries
+        xor %eax, %eax
+        mov $508, %ecx
+        rep stosq
+        lea boot_pd + 0x1000(%rip), %rdi
+        mov $(0x40000000 + PTE_PRESENT + PTE_WRITE + PTE_LARGE), %eax
+        mov $0x200000, %edx
+        mov $1536, %ecx
+        call fill_entries
+2:      lea boot_pml4(%rip), %rax
+        mov %rax, %cr3                  /* from here on the bootstrap map is dead */
+
+        /* WP: read-only pages bind ring 0 too. SSE: application code may use it (kernel code is built
+         * without it, see docs/architecture.md). */
         mov %cr0, %rax
         and $~CR0_EM, %rax
-        or $CR0_MP, %rax
+        or $(CR0_MP | CR0_WP), %rax
         mov %rax, %cr0
         mov %cr4, %rax
         or $(CR4_OSFXSR | CR4_OSXMMEXCPT), %rax
         mov %rax, %cr4
 
-        /* Clear BSS (the linker script keeps it 8-byte aligned and sized). */
+        /* Clear BSS (the linker script keeps it 8-byte aligned and sized; stacks live outside it). */
         lea __bss_start(%rip), %rdi
         lea __bss_end(%rip), %rcx
         sub %rdi, %rcx
@@ -255,25 +254,39 @@ start64:
 
         xor %ebp, %ebp                  /* ends the frame-pointer chain for backtraces */
         call toro_boot_entry            /* never returns */
-1:      cli
+3:      cli
         hlt
-        jmp 1b
+        jmp 3b
+
+
+/* fill_entries: write rcx entries at rdi, starting with rax and adding rdx each time. */
+fill_entries:
+        mov %rax, (%rdi)
+        add $8, %rdi
+        add %rdx, %rax
+        dec %rcx
+        jnz fill_entries
+        ret
 
 /* ---------------------------------------------------------------- memory the shim owns */
-        .section .bss.boot_stack, "aw", @nobits
+        /* Stacks need no clearing: .bss.stack.* is laid out outside the BSS range start64 clears. */
+        .section .bss.stack.boot, "aw", @nobits
         .p2align 4
         .globl boot_stack_bottom, boot_stack_top
 boot_stack_bottom:
         .skip 16384
 boot_stack_top:
 
-        /* Not cleared by start64: written before the BSS clear. */
+        /* Not cleared by start64: written before the BSS clear (page tables: every entry, by start64). */
         .section .boot_noinit, "aw", @nobits
         .p2align 12
 boot_pml4:      .skip 4096
 boot_pdpt:      .skip 4096
 boot_pd:        .skip 4 * 4096          /* PD0 and, without 1 GiB pages, PD1..PD3 */
 boot_pt0:       .skip 4096
+boot_bootstrap_pml4:    .skip 4096
+boot_bootstrap_pdpt:    .skip 4096
+boot_bootstrap_pd:      .skip 4096
         .globl toro_boot_tsc, toro_boot_info_addr, toro_boot_protocol, toro_boot_magic
 toro_boot_tsc:          .skip 8
 toro_boot_info_addr:    .skip 8

@@ -30,6 +30,10 @@ QEMU_CASES = [
      ["-machine", "acpi=off"]),
     ("hello/microvm-pvh-acpi-on", "hello", "microvm", "", 0, [r"^Hello from toro! Booted through PVH\.$"],
      ["-machine", "acpi=on"]),
+    ("hello/pvh-without-1gib-pages", "hello", "microvm", "", 0, [r"^Hello from toro! Booted through PVH\.$"],
+     ["-cpu", "qemu64"]),
+    ("hello/multiboot-without-1gib-pages", "hello", "qboot", "", 0,
+     [r"^Hello from toro! Booted through Multiboot\.$"], ["-cpu", "qemu64"]),
     ("hello/pc-seabios-multiboot", "hello", "seabios", "", 0, [r"^Hello from toro! Booted through Multiboot\.$"]),
     ("hello/pc-qboot-multiboot", "hello", "qboot", "", 0, [r"^Hello from toro! Booted through Multiboot\.$"]),
     ("hello/grub-iso", "hello", "grub", "from=grub", 0,
@@ -61,7 +65,7 @@ QEMU_CASES = [
 
 class Tally:
     def __init__(self):
-        self.passed = self.failed = 0
+        self.passed = self.failed = self.skipped = 0
         self.failures = []
         self.lock = threading.Lock()
 
@@ -76,6 +80,12 @@ class Tally:
             print(f"[{mark}] {name}" + (f"  ({count} cases)" if count > 1 else ""), flush=True)
             if not ok and detail:
                 print("       " + detail.strip().replace("\n", "\n       "), flush=True)
+
+
+    def skip(self, name, why):
+        with self.lock:
+            self.skipped += 1
+            print(f"[SKIP] {name}  ({why})", flush=True)
 
 
 def wanted(args, name):
@@ -211,12 +221,14 @@ def accelerators(vmm):
 def run_qemu_tests(t, args, pool):
     jobs, kernels = [], {}
     bdir = os.path.join(ROOT, "build", "default")
-    cpu, reason = vm.probe_kvm()
-    if not cpu:
+    kvm_cpu, reason = vm.probe_kvm()
+    if not kvm_cpu:
         print(f"note: KVM is unusable here ({reason}): QEMU tests run under TCG only, launcher tests skip",
               flush=True)
     for name, spec, vmm, cmdline, status, patterns, *extra in QEMU_CASES:
         extra = extra[0] if extra else []
+        if vmm == "kvm" and not kvm_cpu:
+            t.skip(f"qemu/{name} [kvm]", f"KVM is unusable here: {reason}")
         for accel, cpu in accelerators(vmm):
             full = f"qemu/{name} [{accel}]"
             if not wanted(args, full):
@@ -287,5 +299,5 @@ def run_all(args):
     if t.failures:
         print("\nfailed: " + ", ".join(t.failures))
     print(f"\n{time.monotonic() - start:.0f} s")
-    print(f"{t.passed} passed, {t.failed} failed")
+    print(f"{t.passed} passed, {t.failed} failed" + (f", {t.skipped} skipped" if t.skipped else ""))
     return 1 if t.failed or not t.passed else 0

@@ -176,8 +176,11 @@ def boot(cmd, timeout=30.0, echo=True):
                 return
             sink.extend(chunk)
             if to_stdout:
-                sys.stdout.buffer.write(chunk)
-                sys.stdout.buffer.flush()
+                try:
+                    sys.stdout.buffer.write(chunk)
+                    sys.stdout.buffer.flush()
+                except (BrokenPipeError, ValueError):
+                    to_stdout = False  # the reader went away (| head); keep collecting
 
     threads = [threading.Thread(target=pump, args=(proc.stdout, out, echo), daemon=True),
                threading.Thread(target=pump, args=(proc.stderr, err, False), daemon=True)]

@@ -151,8 +151,8 @@ inline result<std::uint64_t> load_elf_segments(const elf64_image& image, std::sp
     for (std::size_t i = 0; i < image.segments.size(); ++i) {
         const elf_segment& s = image.segments[i];
         if (s.type != pt_load || s.memsz == 0) continue;
-        const std::string where = "segment " + std::to_string(i) + " [" + hex(s.paddr) + ", " +
-                                  hex(s.paddr + s.memsz) + ")";
+        const std::string where =
+            "segment " + std::to_string(i) + " [" + hex(s.paddr) + ", " + hex(s.paddr + s.memsz) + ")";
         if (!::toro::tools::detail::range_ok(s.paddr, s.memsz, mem.size()))
             return elf_error{where + " lies outside guest memory [0, " + hex(mem.size()) +
                              "): give more --mem or link the kernel lower"};
@@ -166,7 +166,8 @@ inline result<std::uint64_t> load_elf_segments(const elf64_image& image, std::sp
                          " is below 1 MiB: Firecracker's loader refuses that (link the kernel at 1 MiB)"};
     bool entry_loaded = false;
     for (const auto& s : image.segments)
-        if (s.type == pt_load && image.entry >= s.paddr && image.entry - s.paddr < s.filesz) entry_loaded = true;
+        if (s.type == pt_load && image.entry >= s.paddr && image.entry - s.paddr < s.filesz)
+            entry_loaded = true;
     if (!entry_loaded)
         return elf_error{"entry point " + hex(image.entry) +
                          " is not inside the file bytes of any PT_LOAD segment (e_entry must be a physical "
@@ -202,7 +203,8 @@ inline std::vector<e820_entry> e820_map(std::uint64_t total) {
     std::vector<e820_entry> map;
     map.push_back({0, layout::ebda_start, e820_ram});
     const std::uint64_t low_end = std::min(total, layout::mmio32_start);
-    if (low_end > layout::himem_start) map.push_back({layout::himem_start, low_end - layout::himem_start, e820_ram});
+    if (low_end > layout::himem_start)
+        map.push_back({layout::himem_start, low_end - layout::himem_start, e820_ram});
     if (total > layout::mmio32_start)
         map.push_back({layout::first_addr_past_32bits, total - layout::mmio32_start, e820_ram});
     return map;
@@ -239,7 +241,8 @@ inline status write_zero_page(std::span<std::uint8_t> mem, std::uint64_t total, 
     }
 
     // The NUL after the text is already there: memory is zero.
-    std::copy(cmdline.begin(), cmdline.end(), mem.begin() + static_cast<std::ptrdiff_t>(layout::cmdline_addr));
+    std::copy(cmdline.begin(), cmdline.end(),
+              mem.begin() + static_cast<std::ptrdiff_t>(layout::cmdline_addr));
     return ok();
 }
 
@@ -276,7 +279,8 @@ inline constexpr std::array<std::uint64_t, 4> boot_gdt{
 // Writes the GDT at 0x500. The IDT at 0x520 is one zero descriptor, which zero memory already is.
 inline status write_gdt(std::span<std::uint8_t> mem) {
     if (auto r = detail::need(mem, layout::idt_addr + 8, "the GDT and IDT"); !r) return r;
-    for (std::size_t i = 0; i < boot_gdt.size(); ++i) detail::store_le(mem, layout::gdt_addr + i * 8, boot_gdt[i], 8);
+    for (std::size_t i = 0; i < boot_gdt.size(); ++i)
+        detail::store_le(mem, layout::gdt_addr + i * 8, boot_gdt[i], 8);
     return ok();
 }
 
@@ -345,8 +349,9 @@ inline boot_cpu_state initial_cpu_state(std::uint64_t entry) {
 
 // Everything the launcher writes into guest memory before the first KVM_RUN. `mem` is guest RAM
 // from address 0 (the part below 3 GiB), `total` the whole RAM size.
-inline result<boot_cpu_state> setup_boot(std::span<const std::uint8_t> kernel_file, std::span<std::uint8_t> mem,
-                                         std::uint64_t total, std::string_view cmdline) {
+inline result<boot_cpu_state> setup_boot(std::span<const std::uint8_t> kernel_file,
+                                         std::span<std::uint8_t> mem, std::uint64_t total,
+                                         std::string_view cmdline) {
     auto entry = load_kernel(kernel_file, mem);
     if (!entry) return entry.error();
     if (auto r = write_zero_page(mem, total, cmdline); !r) return r.error();

@@ -29,20 +29,24 @@ public:
     // Register offsets from the base port.
     static constexpr std::uint8_t thr = 0, ier = 1, iir = 2, lcr = 3, mcr = 4, lsr = 5, msr = 6, scr = 7;
     static constexpr std::uint8_t lcr_dlab = 0x80;
-    static constexpr std::uint8_t lsr_idle = 0x60; // THR empty | transmitter empty
-    static constexpr std::uint8_t iir_none = 0x01; // bit 0 is active-low "interrupt pending"
+    static constexpr std::uint8_t lsr_idle = 0x60;  // THR empty | transmitter empty
+    static constexpr std::uint8_t iir_none = 0x01;  // bit 0 is active-low "interrupt pending"
     static constexpr std::uint8_t msr_lines = 0xb0; // DCD | DSR | CTS: a cable that is always ready
 
     void write(std::uint8_t offset, std::uint8_t v) {
         const bool dlab = (lcr_ & lcr_dlab) != 0;
         switch (offset & 7) {
         case thr:
-            if (dlab) dll_ = v;
-            else output_.push_back(static_cast<char>(v));
+            if (dlab)
+                dll_ = v;
+            else
+                output_.push_back(static_cast<char>(v));
             break;
         case ier:
-            if (dlab) dlm_ = v;
-            else ier_ = v & 0x0f; // the upper nibble is reserved and reads as zero
+            if (dlab)
+                dlm_ = v;
+            else
+                ier_ = v & 0x0f; // the upper nibble is reserved and reads as zero
             break;
         case lcr:
             lcr_ = v;

@@ -28,21 +28,27 @@ struct [[gnu::packed]] tss64 {
 };
 static_assert(sizeof(tss64) == 104);
 
-// One CPU's descriptor tables and its IST stacks. The process unit will keep one per CPU.
-struct alignas(16) cpu_tables {
-    static constexpr std::size_t ist_stack_size = 8192;
+// The stacks #DF, NMI and #MC switch to. Kept out of BSS (section .bss.stack.*) so booting does not clear
+// them.
+struct alignas(16) ist_stacks {
+    static constexpr std::size_t size = 8192;
+    std::byte double_fault[size];
+    std::byte nmi_mce[size];
+};
 
+// One CPU's descriptor tables. The process unit will keep one per CPU.
+struct alignas(16) cpu_tables {
     std::array<std::uint64_t, 5> gdt; // null, code64, data, TSS (two slots)
     tss64 tss;
-    alignas(16) std::byte ist_stack[2][ist_stack_size];
 
-    void load() {
+    void load(ist_stacks& stacks) {
         gdt[0] = 0;
         gdt[1] = 0x00af9a000000ffff; // 64-bit code, ring 0
         gdt[2] = 0x00cf92000000ffff; // data
         tss = {};
-        tss.ist[ist_double_fault - 1] = reinterpret_cast<std::uint64_t>(ist_stack[0] + ist_stack_size);
-        tss.ist[ist_nmi_mce - 1] = reinterpret_cast<std::uint64_t>(ist_stack[1] + ist_stack_size);
+        tss.ist[ist_double_fault - 1] =
+            reinterpret_cast<std::uint64_t>(stacks.double_fault + ist_stacks::size);
+        tss.ist[ist_nmi_mce - 1] = reinterpret_cast<std::uint64_t>(stacks.nmi_mce + ist_stacks::size);
         tss.iomap_base = sizeof(tss64); // no I/O permission bitmap
         auto base = reinterpret_cast<std::uint64_t>(&tss);
         std::uint64_t limit = sizeof(tss64) - 1;

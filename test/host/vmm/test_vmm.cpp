@@ -1,0 +1,534 @@
+// Host tests for toro-vmm's pure parts: the Firecracker boot layout (kernel loading, zero page, e820,
+// command line, page tables, GDT, initial registers) and the device models (COM1, isa-debug-exit,
+// reset ports, boot timer). The zero page is also read back by toro's own kernel parser.
+#include <catch2/catch.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <toro/boot/phys_reader.hpp>
+#include <toro/boot/zero_page.hpp>
+
+#include "vmm/boot_layout.hpp"
+#include "vmm/serial.hpp"
+
+using namespace toro::tools;
+using namespace toro::tools::vmm;
+using bytes = std::vector<std::uint8_t>;
+
+namespace {
+
+constexpr std::uint64_t mib = 1ull << 20;
+
+void poke(bytes& b, std::size_t off, std::uint64_t v, std::size_t width) {
+    for (std::size_t i = 0; i < width; ++i) b.at(off + i) = static_cast<std::uint8_t>(v >> (8 * i));
+}
+std::uint64_t peek(const bytes& b, std::size_t off, std::size_t width) {
+    std::uint64_t v = 0;
+    for (std::size_t i = 0; i < width; ++i) v |= std::uint64_t{b.at(off + i)} << (8 * i);
+    return v;
+}
+
+struct load_spec {
+    std::uint64_t paddr;
+    bytes data;
+    std::uint64_t memsz = 0; // 0: data.size()
+    std::uint32_t type = pt_load;
+};
+
+// ELF64 header | program headers | segment data, in spec order.
+bytes make_elf(std::uint64_t entry, const std::vector<load_spec>& segs, std::uint16_t machine = em_x86_64) {
+    bytes b(elf64_ehdr_size + segs.size() * elf64_phdr_size, 0);
+    const std::uint8_t ident[] = {0x7f, 'E', 'L', 'F', 2, 1, 1};
+    std::copy(std::begin(ident), std::end(ident), b.begin());
+    poke(b, 16, et_exec, 2);
+    poke(b, 18, machine, 2);
+    poke(b, 20, 1, 4);
+    poke(b, 24, entry, 8);
+    poke(b, 32, elf64_ehdr_size, 8);
+    poke(b, 52, elf64_ehdr_size, 2);
+    poke(b, 54, elf64_phdr_size, 2);
+    poke(b, 56, segs.size(), 2);
+    for (std::size_t i = 0; i < segs.size(); ++i) {
+        const auto& s = segs[i];
+        const std::size_t ph = elf64_ehdr_size + i * elf64_phdr_size;
+        poke(b, ph, s.type, 4);
+        poke(b, ph + 4, pf_r | pf_x, 4);
+        poke(b, ph + 8, b.size(), 8);
+        poke(b, ph + 16, s.paddr, 8);
+        poke(b, ph + 24, s.paddr, 8);
+        poke(b, ph + 32, s.data.size(), 8);
+        poke(b, ph + 40, s.memsz ? s.memsz : s.data.size(), 8);
+        poke(b, ph + 48, 0x1000, 8);
+        b.insert(b.end(), s.data.begin(), s.data.end());
+    }
+    return b;
+}
+
+bytes pattern(std::size_t n, std::uint8_t seed) {
+    bytes b(n);
+    for (std::size_t i = 0; i < n; ++i) b[i] = static_cast<std::uint8_t>(seed + i * 7);
+    return b;
+}
+
+bool all_zero(const bytes& b, std::size_t from, std::size_t to) {
+    for (std::size_t i = from; i < to; ++i)
+        if (b.at(i) != 0) return false;
+    return true;
+}
+
+std::string str(toro::string_view s) {
+    return {s.data(), s.size()};
+}
+
+} // namespace
+
+// ---------------------------------------------------------------- memory size
+
+TEST_CASE("vmm: --mem is validated and split around the 32-bit MMIO gap", "[vmm][layout]") {
+    CHECK_FALSE(plan_memory(0));
+    CHECK_FALSE(plan_memory(1));
+    CHECK_FALSE(plan_memory((255ull << 10) + 1));
+    CHECK_THAT(plan_memory(0).error().message, Catch::Contains("at least 2 MiB"));
+
+    auto small = plan_memory(128);
+    REQUIRE(small);
+    CHECK(small->total == 128 * mib);
+    CHECK(small->low_size == 128 * mib);
+    CHECK(small->high_size == 0);
+
+    auto big = plan_memory(5 << 10); // 5 GiB: 3 GiB below the gap, 2 GiB from 4 GiB on
+    REQUIRE(big);
+    CHECK(big->low_size == 3ull << 30);
+    CHECK(big->high_size == 2ull << 30);
+    REQUIRE(plan_memory(255ull << 10));
+}
+
+// ---------------------------------------------------------------- kernel loading
+
+TEST_CASE("vmm: PT_LOAD segments land at p_paddr, the rest stays zero", "[vmm][elf]") {
+    bytes mem(4 * mib, 0);
+    const bytes text = pattern(300, 1), data = pattern(64, 99);
+    const bytes file = make_elf(0x100010, {{0x100000, text}, {0x102000, data, 0x3000}});
+    auto entry = load_kernel(file, mem);
+    REQUIRE(entry);
+    CHECK(*entry == 0x100010);
+    CHECK(bytes(mem.begin() + 0x100000, mem.begin() + 0x100000 + 300) == text);
+    CHECK(bytes(mem.begin() + 0x102000, mem.begin() + 0x102000 + 64) == data);
+    CHECK(all_zero(mem, 0, 0x100000));
+    CHECK(all_zero(mem, 0x100000 + 300, 0x102000));
+    CHECK(all_zero(mem, 0x102000 + 64, mem.size())); // BSS: left as the zero it already is
+}
+
+TEST_CASE("vmm: a segment outside guest memory is refused", "[vmm][elf]") {
+    bytes mem(2 * mib, 0);
+    SECTION("file bytes past the end") {
+        auto r = load_kernel(make_elf(0x100000, {{0x100000, pattern(16, 0)}, {0x1ff000, pattern(0x2000, 0)}}),
+                             mem);
+        REQUIRE_FALSE(r);
+        CHECK_THAT(r.error().message, Catch::Contains("outside guest memory"));
+    }
+    SECTION("BSS past the end") {
+        auto r = load_kernel(make_elf(0x100000, {{0x100000, pattern(16, 0), 0x100001}}), mem);
+        REQUIRE_FALSE(r);
+        CHECK_THAT(r.error().message, Catch::Contains("outside guest memory"));
+    }
+    CHECK(all_zero(mem, 0, mem.size())); // nothing written on failure
+}
+
+TEST_CASE("vmm: a segment over a boot structure is refused", "[vmm][elf]") {
+    bytes mem(2 * mib, 0);
+    struct {
+        std::uint64_t paddr;
+        const char* what;
+    } cases[] = {{0x500, "GDT"},
+                 {0x7800, "zero page"},
+                 {0x8f00, "boot stack"},
+                 {0xa000, "page tables"},
+                 {0x20100, "command line"}};
+    for (const auto& c : cases) {
+        CAPTURE(c.paddr);
+        auto r = load_kernel(make_elf(0x100000, {{0x100000, pattern(16, 0)}, {c.paddr, pattern(8, 0)}}), mem);
+        REQUIRE_FALSE(r);
+        CHECK_THAT(r.error().message, Catch::Contains(c.what));
+    }
+    // Low memory that holds no boot structure is fine.
+    REQUIRE(load_kernel(make_elf(0x100000, {{0x100000, pattern(16, 0)}, {0x30000, pattern(8, 0)}}), mem));
+}
+
+TEST_CASE("vmm: the entry point must be at or above 1 MiB and inside a loaded segment", "[vmm][elf]") {
+    bytes mem(4 * mib, 0);
+    auto low = load_kernel(make_elf(0x30000, {{0x30000, pattern(16, 0)}}), mem);
+    REQUIRE_FALSE(low);
+    CHECK_THAT(low.error().message, Catch::Contains("below 1 MiB"));
+    auto outside = load_kernel(make_elf(0x200000, {{0x100000, pattern(16, 0)}}), mem);
+    REQUIRE_FALSE(outside);
+    CHECK_THAT(outside.error().message, Catch::Contains("not inside"));
+}
+
+TEST_CASE("vmm: files that are not x86-64 ELF64 executables are refused", "[vmm][elf]") {
+    bytes mem(2 * mib, 0);
+    const bytes text = {'#', '!', '/', 'b', 'i', 'n', '/', 's', 'h', '\n'};
+    auto not_elf = load_kernel(text, mem);
+    REQUIRE_FALSE(not_elf);
+    CHECK_THAT(not_elf.error().message, Catch::Contains("not an ELF"));
+
+    bytes elf32 = make_elf(0x100000, {{0x100000, pattern(16, 0)}});
+    elf32[4] = 1;
+    auto r32 = load_kernel(elf32, mem);
+    REQUIRE_FALSE(r32);
+    CHECK_THAT(r32.error().message, Catch::Contains("ELFCLASS32"));
+
+    auto arm = load_kernel(make_elf(0x100000, {{0x100000, pattern(16, 0)}}, 183), mem);
+    REQUIRE_FALSE(arm);
+    CHECK_THAT(arm.error().message, Catch::Contains("wrong machine"));
+    CHECK(all_zero(mem, 0, mem.size()));
+}
+
+// ---------------------------------------------------------------- zero page
+
+TEST_CASE("vmm: zero page fields sit where Firecracker puts them", "[vmm][zero_page]") {
+    bytes mem(2 * mib, 0);
+    REQUIRE(write_zero_page(mem, 128 * mib, "console=ttyS0 x=1"));
+    const std::size_t zp = 0x7000;
+    CHECK(peek(mem, zp + 0x1fe, 2) == 0xaa55);
+    CHECK(peek(mem, zp + 0x202, 4) == 0x53726448);
+    CHECK(std::string(reinterpret_cast<const char*>(&mem[zp + 0x202]), 4) == "HdrS");
+    CHECK(peek(mem, zp + 0x210, 1) == 0xff);
+    CHECK(peek(mem, zp + 0x228, 4) == 0x20000);
+    CHECK(peek(mem, zp + 0x230, 4) == 0x01000000);
+    CHECK(peek(mem, zp + 0x238, 4) == 18); // the text and its NUL
+    CHECK(peek(mem, zp + 0x070, 8) == 0);  // no ACPI: no RSDP pointer
+    // Nothing else in the page, and nothing outside it but the command line.
+    bytes expected_page(0x1000, 0);
+    for (std::size_t off : {0x1e8, 0x1fe, 0x1ff, 0x202, 0x203, 0x204, 0x205, 0x210, 0x22a, 0x233})
+        expected_page[off] = mem[zp + off];
+    for (std::size_t off = 0x228; off < 0x22c; ++off) expected_page[off] = mem[zp + off];
+    for (std::size_t off = 0x238; off < 0x23c; ++off) expected_page[off] = mem[zp + off];
+    for (std::size_t off = 0x2d0; off < 0x2d0 + 2 * 20; ++off) expected_page[off] = mem[zp + off];
+    CHECK(bytes(mem.begin() + zp, mem.begin() + zp + 0x1000) == expected_page);
+    CHECK(all_zero(mem, 0, zp));
+    CHECK(all_zero(mem, zp + 0x1000, 0x20000));
+    CHECK(all_zero(mem, 0x20000 + 18, mem.size()));
+}
+
+TEST_CASE("vmm: e820 table, packed 20-byte entries", "[vmm][zero_page]") {
+    bytes mem(2 * mib, 0);
+    const std::size_t table = 0x7000 + 0x2d0;
+    SECTION("128 MiB: RAM below the EBDA and from 1 MiB to the end") {
+        REQUIRE(write_zero_page(mem, 128 * mib, ""));
+        CHECK(peek(mem, 0x7000 + 0x1e8, 1) == 2);
+        CHECK(peek(mem, table + 0, 8) == 0);
+        CHECK(peek(mem, table + 8, 8) == 0x9fc00);
+        CHECK(peek(mem, table + 16, 4) == 1);
+        CHECK(peek(mem, table + 20, 8) == 0x100000);
+        CHECK(peek(mem, table + 28, 8) == 128 * mib - 0x100000);
+        CHECK(peek(mem, table + 36, 4) == 1);
+        CHECK(all_zero(mem, table + 40, 0x8000));
+    }
+    SECTION("5 GiB: the 32-bit MMIO gap [3 GiB, 4 GiB) is left out") {
+        REQUIRE(write_zero_page(mem, 5ull << 30, ""));
+        CHECK(peek(mem, 0x7000 + 0x1e8, 1) == 3);
+        CHECK(peek(mem, table + 28, 8) == (3ull << 30) - 0x100000);
+        CHECK(peek(mem, table + 40, 8) == 4ull << 30);
+        CHECK(peek(mem, table + 48, 8) == 2ull << 30);
+        CHECK(peek(mem, table + 56, 4) == 1);
+    }
+    SECTION("exactly 3 GiB: no entry above the gap") {
+        REQUIRE(write_zero_page(mem, 3ull << 30, ""));
+        CHECK(peek(mem, 0x7000 + 0x1e8, 1) == 2);
+        CHECK(peek(mem, table + 28, 8) == (3ull << 30) - 0x100000);
+    }
+}
+
+TEST_CASE("vmm: the command line goes to 0x20000, NUL-terminated, at most 2047 bytes", "[vmm][zero_page]") {
+    bytes mem(2 * mib, 0);
+    SECTION("placement") {
+        REQUIRE(write_zero_page(mem, 128 * mib, "a=b c"));
+        CHECK(std::string(reinterpret_cast<const char*>(&mem[0x20000])) == "a=b c");
+        CHECK(mem[0x20005] == 0);
+    }
+    SECTION("the longest that fits") {
+        const std::string s(2047, 'x');
+        REQUIRE(write_zero_page(mem, 128 * mib, s));
+        CHECK(std::string(reinterpret_cast<const char*>(&mem[0x20000])) == s);
+        CHECK(peek(mem, 0x7000 + 0x238, 4) == 2048);
+    }
+    SECTION("one byte too long") {
+        auto r = write_zero_page(mem, 128 * mib, std::string(2048, 'x'));
+        REQUIRE_FALSE(r);
+        CHECK_THAT(r.error().message, Catch::Contains("at most 2047"));
+        CHECK(all_zero(mem, 0, mem.size()));
+    }
+    SECTION("an embedded NUL") {
+        using namespace std::string_literals;
+        REQUIRE_FALSE(write_zero_page(mem, 128 * mib, "a\0b"s));
+    }
+    SECTION("guest memory too small for the boot structures") {
+        bytes tiny(0x20000, 0);
+        REQUIRE_FALSE(write_zero_page(tiny, 128 * mib, ""));
+    }
+}
+
+TEST_CASE("vmm: toro's kernel parser reads back what write_zero_page wrote", "[vmm][zero_page]") {
+    bytes mem(0x21000, 0); // up to the end of the command line area is all the parser may read
+    auto info = std::make_unique<toro::boot_info>();
+    const auto reader = [&] { return toro::span_phys_reader{std::as_bytes(std::span{mem}), 0}; };
+
+    SECTION("128 MiB") {
+        REQUIRE(write_zero_page(mem, 128 * mib, "console=ttyS0 toro.test=fault"));
+        auto r = reader();
+        REQUIRE(toro::parse_zero_page(r, 0x7000, *info));
+        CHECK(info->protocol == toro::boot_protocol::linux64);
+        CHECK(str(info->cmdline()) == "console=ttyS0 toro.test=fault");
+        const auto regions = info->memory.regions();
+        REQUIRE(regions.size() == 2);
+        CHECK(regions[0] == toro::memory_region{0, 0x9fc00, toro::memory_type::usable});
+        CHECK(regions[1] == toro::memory_region{0x100000, 127 * mib, toro::memory_type::usable});
+        CHECK(info->memory.usable_bytes() == 0x9fc00 + 127 * mib);
+        CHECK(info->rsdp == 0);
+    }
+    SECTION("6 GiB, empty command line") {
+        REQUIRE(write_zero_page(mem, 6ull << 30, ""));
+        auto r = reader();
+        REQUIRE(toro::parse_zero_page(r, 0x7000, *info));
+        CHECK(info->cmdline().empty());
+        const auto regions = info->memory.regions();
+        REQUIRE(regions.size() == 3);
+        CHECK(regions[1] == toro::memory_region{0x100000, (3ull << 30) - mib, toro::memory_type::usable});
+        CHECK(regions[2] == toro::memory_region{4ull << 30, 3ull << 30, toro::memory_type::usable});
+    }
+}
+
+// ---------------------------------------------------------------- page tables, GDT, registers
+
+namespace {
+
+// Walks the 4-level tables in `mem` the way the MMU does; returns ~0 for an unmapped address.
+std::uint64_t translate(const bytes& mem, std::uint64_t cr3, std::uint64_t va) {
+    std::uint64_t table = cr3;
+    for (int level = 3; level >= 0; --level) {
+        const std::uint64_t index = (va >> (12 + 9 * level)) & 511;
+        const std::uint64_t e = peek(mem, table + index * 8, 8);
+        if (!(e & 1)) return ~0ull;
+        const std::uint64_t frame = e & 0x000ffffffffff000ull;
+        if (level == 1 && (e & 0x80)) return (frame & ~((1ull << 21) - 1)) | (va & ((1ull << 21) - 1));
+        REQUIRE(level != 0);
+        table = frame;
+    }
+    return ~0ull;
+}
+
+} // namespace
+
+TEST_CASE("vmm: the page tables identity-map the first GiB with 2 MiB pages", "[vmm][paging]") {
+    bytes mem(2 * mib, 0);
+    REQUIRE(write_page_tables(mem));
+    CHECK(peek(mem, 0x9000, 8) == 0xa003);
+    CHECK(peek(mem, 0xa000, 8) == 0xb003);
+    for (std::uint64_t i = 0; i < 512; ++i) {
+        CAPTURE(i);
+        CHECK(peek(mem, 0xb000 + i * 8, 8) == ((i << 21) | 0x83));
+    }
+    CHECK(all_zero(mem, 0x9008, 0xa000)); // one PML4 entry
+    CHECK(all_zero(mem, 0xa008, 0xb000)); // one PDPT entry: exactly 1 GiB
+    CHECK(all_zero(mem, 0, 0x9000));
+    CHECK(all_zero(mem, 0xc000, mem.size()));
+    for (std::uint64_t va :
+         {0x0ull, 0x7000ull, 0x100000ull, 0x1fffffull, 0x200000ull, 0x12345678ull, 0x3fffffffull})
+        CHECK(translate(mem, 0x9000, va) == va);
+    CHECK(translate(mem, 0x9000, 1ull << 30) == ~0ull);
+    CHECK(translate(mem, 0x9000, 0xc0000000) == ~0ull);
+}
+
+TEST_CASE("vmm: GDT bytes and the segments KVM gets", "[vmm][gdt]") {
+    bytes mem(2 * mib, 0);
+    REQUIRE(write_gdt(mem));
+    CHECK(peek(mem, 0x500, 8) == 0);
+    CHECK(peek(mem, 0x508, 8) == 0x00af9b000000ffffull);
+    CHECK(peek(mem, 0x510, 8) == 0x00cf93000000ffffull);
+    CHECK(peek(mem, 0x518, 8) == 0x008f8b000000ffffull);
+    CHECK(peek(mem, 0x520, 8) == 0); // the IDT
+    CHECK(all_zero(mem, 0, 0x500));
+    CHECK(all_zero(mem, 0x520, mem.size()));
+
+    const boot_cpu_state st = initial_cpu_state(0x100123);
+    CHECK(st.code.selector == 0x08);
+    CHECK(st.code.l == 1);
+    CHECK(st.code.db == 0);
+    CHECK(st.code.type == 0xb);
+    CHECK(st.code.s == 1);
+    CHECK(st.code.present == 1);
+    CHECK(st.code.g == 1);
+    CHECK(st.code.limit == 0xffffffff);
+    CHECK(st.code.base == 0);
+    CHECK(st.data.selector == 0x10);
+    CHECK(st.data.type == 0x3);
+    CHECK(st.data.db == 1);
+    CHECK(st.data.l == 0);
+    CHECK(st.tss.selector == 0x18);
+    CHECK(st.tss.type == 0xb);
+    CHECK(st.tss.s == 0);
+    CHECK(st.tss.unusable == 0);
+    CHECK(segment_from_gdt(0, 0).unusable == 1);
+    // A base spread over the descriptor's three base fields comes back whole.
+    CHECK(segment_from_gdt(gdt_entry(0x93, 0x12345678, 0xabcde), 2).base == 0x12345678);
+    CHECK(segment_from_gdt(gdt_entry(0x93, 0x12345678, 0xabcde), 2).limit == 0xabcde);
+}
+
+TEST_CASE("vmm: initial registers follow the Linux 64-bit boot protocol", "[vmm][regs]") {
+    const boot_cpu_state st = initial_cpu_state(0x100123);
+    CHECK(st.rip == 0x100123);
+    CHECK(st.rsp == 0x8ff0);
+    CHECK(st.rbp == 0x8ff0);
+    CHECK(st.rsi == 0x7000);
+    CHECK(st.rflags == 0x2);
+    CHECK(st.cr3 == 0x9000);
+    CHECK(st.cr0_set == 0x80000001);
+    CHECK(st.cr4_set == 0x20);
+    CHECK(st.efer_set == 0x500);
+    CHECK(st.gdt_base == 0x500);
+    CHECK(st.gdt_limit == 31);
+    CHECK(st.idt_base == 0x520);
+    CHECK(st.idt_limit == 7);
+}
+
+TEST_CASE("vmm: setup_boot writes every structure and returns the entry state", "[vmm][layout]") {
+    bytes mem(4 * mib, 0);
+    const bytes file = make_elf(0x100000, {{0x100000, pattern(32, 5)}});
+    auto st = setup_boot(file, mem, 64 * mib, "hello");
+    REQUIRE(st);
+    CHECK(st->rip == 0x100000);
+    CHECK(peek(mem, 0x508, 8) == 0x00af9b000000ffffull);
+    CHECK(peek(mem, 0x9000, 8) == 0xa003);
+    CHECK(peek(mem, 0x7000 + 0x1e8, 1) == 2);
+    CHECK(std::string(reinterpret_cast<const char*>(&mem[0x20000])) == "hello");
+    CHECK(mem[0x100000] == 5);
+    auto bad = setup_boot(file, mem, 64 * mib, std::string(5000, 'y'));
+    REQUIRE_FALSE(bad);
+    CHECK_THAT(bad.error().message, Catch::Contains("command line"));
+}
+
+// ---------------------------------------------------------------- devices
+
+namespace {
+
+io_action out8(port_bus& bus, std::uint16_t port, std::uint8_t v) {
+    const std::uint8_t b[] = {v};
+    return bus.io_out(port, b);
+}
+
+void out_text(port_bus& bus, const std::string& s) {
+    for (char c : s) REQUIRE(out8(bus, 0x3f8, static_cast<std::uint8_t>(c)).kind == io_action::run);
+}
+
+} // namespace
+
+TEST_CASE("vmm: COM1 sends THR bytes to the output", "[vmm][serial]") {
+    port_bus bus;
+    out_text(bus, "Hello\n");
+    CHECK(bus.com1.output() == "Hello\n");
+    CHECK(bus.io_in(0x3fd) == 0x60); // LSR: THR empty, transmitter empty, always
+    CHECK(bus.io_in(0x3fa) == 0x01); // IIR: no interrupt pending, no FIFO (as Firecracker's UART)
+    CHECK(bus.io_in(0x3f8) == 0);    // RBR: nothing received
+}
+
+TEST_CASE("vmm: COM1 scratch register round trip", "[vmm][serial]") {
+    port_bus bus;
+    for (std::uint8_t v : {0x5a, 0xa5, 0x00, 0xff}) {
+        REQUIRE(out8(bus, 0x3ff, v).kind == io_action::run);
+        CHECK(bus.io_in(0x3ff) == v);
+    }
+    CHECK(bus.com1.output().empty());
+}
+
+TEST_CASE("vmm: COM1 divisor latch writes are not output", "[vmm][serial]") {
+    port_bus bus;
+    // What toro's uart_16550::init does: IER off, DLAB on, divisor 1, 8N1 (DLAB off), FIFO, MCR.
+    out8(bus, 0x3f9, 0x00);
+    out8(bus, 0x3fb, 0x80);
+    out8(bus, 0x3f8, 0x01);
+    out8(bus, 0x3f9, 0x00);
+    CHECK(bus.io_in(0x3f8) == 0x01); // DLL reads back while DLAB is set
+    CHECK(bus.io_in(0x3fb) == 0x80);
+    out8(bus, 0x3fb, 0x03);
+    out8(bus, 0x3fa, 0x07);
+    out8(bus, 0x3fc, 0x0b);
+    CHECK(bus.com1.output().empty());
+    CHECK(bus.io_in(0x3fb) == 0x03);
+    CHECK(bus.io_in(0x3fc) == 0x0b);
+    CHECK(bus.io_in(0x3f9) == 0x00); // IER again, not DLM
+    out_text(bus, "ok");
+    CHECK(bus.com1.output() == "ok");
+}
+
+TEST_CASE("vmm: a wide write to COM1 is split into byte writes", "[vmm][serial]") {
+    port_bus bus;
+    const std::uint8_t w[] = {'h', 0x00}; // THR <- 'h', IER <- 0
+    REQUIRE(bus.io_out(0x3f8, w).kind == io_action::run);
+    CHECK(bus.com1.output() == "h");
+    std::uint8_t r[2] = {};
+    bus.io_in(0x3fc, r); // MCR, LSR
+    CHECK(r[1] == 0x60);
+}
+
+TEST_CASE("vmm: isa-debug-exit maps v to (v << 1) | 1", "[vmm][exit]") {
+    struct {
+        std::uint8_t v;
+        int status;
+    } cases[] = {{0, 1}, {1, 3}, {101, 203}, {127, 255}, {128, 1}, {255, 255}};
+    for (const auto& c : cases) {
+        CAPTURE(c.v);
+        port_bus bus;
+        const io_action a = out8(bus, 0xf4, c.v);
+        REQUIRE(a.kind == io_action::exit);
+        CHECK(a.status == c.status);
+        CHECK(a.status % 2 == 1); // never a launcher status
+    }
+    port_bus bus;
+    const std::uint8_t wide[] = {0x05, 0x00, 0x00, 0x00}; // outl 5: QEMU takes any width
+    CHECK(bus.io_out(0xf4, wide).status == 11);
+    CHECK(out8(bus, 0xf5, 1).kind == io_action::run);
+}
+
+TEST_CASE("vmm: reset ports end the VM with status 0", "[vmm][exit]") {
+    port_bus bus;
+    const io_action kbd = out8(bus, 0x64, 0xfe);
+    CHECK(kbd.kind == io_action::exit);
+    CHECK(kbd.status == 0);
+    CHECK(out8(bus, 0x64, 0xd1).kind == io_action::run); // other 8042 commands do nothing
+    CHECK(bus.io_in(0x64) == 0);                         // idle controller: nothing to wait for
+
+    const io_action rcr = out8(bus, 0xcf9, 0x06);
+    CHECK(rcr.kind == io_action::exit);
+    CHECK(rcr.status == 0);
+    CHECK(out8(bus, 0xcf9, 0x02).kind == io_action::run);        // selects the reset type only
+    const std::uint8_t pci_address[] = {0x00, 0x06, 0x00, 0x80}; // outl to 0xcf8 spans 0xcf9
+    CHECK(bus.io_out(0xcf8, pci_address).kind == io_action::run);
+}
+
+TEST_CASE("vmm: other ports ignore writes and read all-ones", "[vmm][exit]") {
+    port_bus bus;
+    CHECK(out8(bus, 0x80, 0x12).kind == io_action::run);
+    CHECK(out8(bus, 0x2f8, 'x').kind == io_action::run); // COM2 is not there
+    CHECK(bus.io_in(0x2f8) == 0xff);
+    CHECK(bus.io_in(0x80) == 0xff);
+    CHECK(bus.io_in(0x3f7) == 0xff); // just below COM1
+    CHECK(bus.io_in(0x400) == 0xff); // just above it
+    CHECK(bus.com1.output().empty());
+}
+
+TEST_CASE("vmm: the boot timer fires on one byte of 123 at 0xc0000000", "[vmm][mmio]") {
+    const std::uint8_t magic[] = {123};
+    const std::uint8_t other[] = {122};
+    const std::uint8_t wide[] = {123, 0};
+    CHECK(mmio_write(0xc0000000, magic) == mmio_event::boot_complete);
+    CHECK(mmio_write(0xc0000000, other) == mmio_event::none);
+    CHECK(mmio_write(0xc0000000, wide) == mmio_event::none);
+    CHECK(mmio_write(0xc0000001, magic) == mmio_event::none);
+    CHECK(mmio_write(0xd0000000, magic) == mmio_event::none); // the pre-1.13 address is not ours
+}
