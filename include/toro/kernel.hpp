@@ -31,6 +31,7 @@ extern std::uint64_t toro_boot_tsc;
 extern std::uint64_t toro_boot_info_addr;
 extern std::uint32_t toro_boot_protocol;
 extern std::uint32_t toro_boot_magic;
+extern std::uint64_t toro_boot_mapped_limit;
 extern char boot_stack_bottom[], boot_stack_top[];
 using toro_init_fn = void (*)();
 extern toro_init_fn __init_array_start[], __init_array_end[];
@@ -125,8 +126,9 @@ template <class App, class Entry>
     current_stack = {reinterpret_cast<std::uintptr_t>(boot_stack_bottom),
                      reinterpret_cast<std::uintptr_t>(boot_stack_top)};
 
-    // The boot shim maps at least the low 4 GiB; page 0 is the NULL guard.
-    identity_phys_reader memory{4096, std::uint64_t{1} << 32};
+    // What the boot shim mapped (at least 1 GiB); page 0 is the NULL guard. Boot structures beyond that are
+    // reported as unreadable, not faulted on.
+    identity_phys_reader memory{4096, toro_boot_mapped_limit};
     auto protocol = static_cast<boot_protocol>(toro_boot_protocol);
     if (auto r = parse_boot_info(protocol, toro_boot_info_addr, toro_boot_tsc, memory, the_boot_info); !r) {
         print("toro: cannot boot: {}\n", r.error());

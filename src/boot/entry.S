@@ -171,10 +171,11 @@ start64:
          * The kernel's identity map, filled now and loaded only when complete.
          *   PML4[0] -> PDPT;  PDPT[0] -> PD0;  PD0[0] -> PT0 (4 KiB pages, PT0[0] absent: the NULL guard)
          *   PD0[1..511]: 2 MiB pages up to 1 GiB
-         *   with 1 GiB pages: PDPT[1..63] map 1 GiB..64 GiB;  without: PDPT[1..3] -> PD1..PD3 (2 MiB pages to 4 GiB)
-         * Every entry is written, so nothing relies on the memory being zero. Entries cost: where every guest
-         * store traps (shadow-paging KVM here, ~3 us each) the 1.1k stores below are most of the shim's time,
-         * hence 64 GiB rather than 512: the memory unit maps RAM beyond what the shim covers.
+         *   with 1 GiB pages: PDPT[1..63] map 1 GiB..64 GiB; without, the shim stops at 1 GiB
+         * toro_boot_mapped_limit says how far the map goes; the memory unit maps RAM and device windows beyond
+         * it. Every entry is written, so nothing relies on the memory being zero. Entries are the shim's main
+         * cost where a hypervisor emulates guest instructions one by one (kvm_pvm here, ~1.2 us each): each
+         * 2 MiB-page table more would be 1k more instructions, ~1.2 ms of boot.
          */
         mov $0x80000001, %eax
         cpuid
@@ -209,28 +210,20 @@ start64:
         lea boot_pd + PTE_PRESENT + PTE_WRITE(%rip), %rax
         mov $1, %ecx
         call fill_entries
+        mov $0x40000000, %r9d           /* mapped so far: 1 GiB */
         bt $26, %r8d
         jnc 1f
         mov $(0x40000000 + PTE_PRESENT + PTE_WRITE + PTE_LARGE), %eax
         mov $0x40000000, %edx
         mov $63, %ecx
         call fill_entries
-        xor %eax, %eax
+        mov $(64 << 30), %r9            /* 1 GiB pages: 64 GiB for 63 more entries */
         mov $448, %ecx
-        rep stosq                       /* not present above 64 GiB */
-        jmp 2f
-1:      lea boot_pd + 0x1000 + PTE_PRESENT + PTE_WRITE(%rip), %rax
-        mov $0x1000, %edx               /* PD1..PD3 follow PD0 */
-        mov $3, %ecx
-        call fill_entries
-        xor %eax, %eax
-        mov $508, %ecx
-        rep stosq
-        lea boot_pd + 0x1000(%rip), %rdi
-        mov $(0x40000000 + PTE_PRESENT + PTE_WRITE + PTE_LARGE), %eax
-        mov $0x200000, %edx
-        mov $1536, %ecx
-        call fill_entries
+        jmp 3f
+1:      mov $511, %ecx                  /* without them the memory unit maps what lies above 1 GiB */
+3:      xor %eax, %eax
+        rep stosq                       /* the rest: not present */
+        mov %r9, toro_boot_mapped_limit(%rip)
 2:      lea boot_pml4(%rip), %rax
         mov %rax, %cr3                  /* from here on the bootstrap map is dead */
 
@@ -259,14 +252,26 @@ start64:
         jmp 3b
 
 
-/* fill_entries: write rcx entries at rdi, starting with rax and adding rdx each time. */
+/* fill_entries: write rcx entries at rdi, starting with rax and adding rdx each time. Unrolled by 8 (rcx a
+ * multiple of 8 after the first rcx % 8): hypervisors that emulate guest instructions one by one (kvm_pvm
+ * here) pay per instruction, and this is the shim's only loop; stosq + add is 2 instructions an entry. */
 fill_entries:
-        mov %rax, (%rdi)
-        add $8, %rdi
+        test $7, %ecx
+        jz 2f
+1:      stosq
         add %rdx, %rax
-        dec %rcx
-        jnz fill_entries
-        ret
+        dec %ecx
+        test $7, %ecx
+        jnz 1b
+2:      shr $3, %ecx
+        jz 4f
+3:      .rept 8
+        stosq
+        add %rdx, %rax
+        .endr
+        dec %ecx
+        jnz 3b
+4:      ret
 
 /* ---------------------------------------------------------------- memory the shim owns */
         /* Stacks need no clearing: .bss.stack.* is laid out outside the BSS range start64 clears. */
@@ -282,13 +287,14 @@ boot_stack_top:
         .p2align 12
 boot_pml4:      .skip 4096
 boot_pdpt:      .skip 4096
-boot_pd:        .skip 4 * 4096          /* PD0 and, without 1 GiB pages, PD1..PD3 */
+boot_pd:        .skip 4096              /* PD0: the first GiB */
 boot_pt0:       .skip 4096
 boot_bootstrap_pml4:    .skip 4096
 boot_bootstrap_pdpt:    .skip 4096
 boot_bootstrap_pd:      .skip 4096
-        .globl toro_boot_tsc, toro_boot_info_addr, toro_boot_protocol, toro_boot_magic
+        .globl toro_boot_tsc, toro_boot_info_addr, toro_boot_protocol, toro_boot_magic, toro_boot_mapped_limit
 toro_boot_tsc:          .skip 8
+toro_boot_mapped_limit: .skip 8         /* the identity map covers [0, this) but page 0 */
 toro_boot_info_addr:    .skip 8
 toro_boot_protocol:     .skip 4
 toro_boot_magic:        .skip 4

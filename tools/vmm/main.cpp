@@ -6,8 +6,10 @@
 //   toro-vmm [--mem MiB] [--cmdline STR] [--timing] KERNEL.elf
 //
 // Exit status: a guest status from isa-debug-exit (port 0xf4) is (v << 1) | 1, always odd; a guest
-// reset (i8042, 0xcf9), triple fault or halt is 0, as under QEMU -no-reboot; a launcher or KVM
-// failure is 2, so it never looks like a guest status.
+// reset (i8042, 0xcf9) or triple fault is 0, as under QEMU -no-reboot; a launcher or KVM failure is 2,
+// so it never looks like a guest status. HLT waits inside KVM (the LAPIC is in-kernel, as in
+// Firecracker), so a guest that halts with interrupts off hangs, as it would there; the caller's timeout
+// ends it. KVM_EXIT_HLT itself (only possible without an in-kernel LAPIC) is treated as the end: 0.
 #include <algorithm>
 #include <cerrno>
 #include <cstdarg>
