@@ -189,6 +189,7 @@ start64:
         mov $511, %ecx
         rep stosq
 
+#ifndef TORO_STATIC_PAGE_TABLES
         lea boot_pt0(%rip), %rdi
         xor %eax, %eax
         stosq                           /* PT0[0] = 0: page 0 stays unmapped */
@@ -205,6 +206,7 @@ start64:
         mov $0x200000, %edx
         mov $511, %ecx
         call fill_entries
+#endif
 
         lea boot_pdpt(%rip), %rdi
         lea boot_pd + PTE_PRESENT + PTE_WRITE(%rip), %rax
@@ -282,13 +284,36 @@ boot_stack_bottom:
         .skip 16384
 boot_stack_top:
 
+#ifdef TORO_STATIC_PAGE_TABLES
+        /* -Dstatic_page_tables=true: PT0 and PD0, the two dense tables, come assembled in the file (8 KiB more
+         * to load) so no guest instruction fills them: the choice for hypervisors that emulate guest code. */
+        .section .data.page_tables, "aw"
+        .p2align 12
+boot_pt0:
+        .quad 0                         /* page 0 unmapped: the NULL guard */
+        .set addr, 0x1000
+        .rept 511
+        .quad addr + PTE_PRESENT + PTE_WRITE
+        .set addr, addr + 0x1000
+        .endr
+boot_pd:
+        .quad boot_pt0 + PTE_PRESENT + PTE_WRITE
+        .set addr, 0x200000
+        .rept 511
+        .quad addr + PTE_PRESENT + PTE_WRITE + PTE_LARGE
+        .set addr, addr + 0x200000
+        .endr
+#endif
+
         /* Not cleared by start64: written before the BSS clear (page tables: every entry, by start64). */
         .section .boot_noinit, "aw", @nobits
         .p2align 12
 boot_pml4:      .skip 4096
 boot_pdpt:      .skip 4096
+#ifndef TORO_STATIC_PAGE_TABLES
 boot_pd:        .skip 4096              /* PD0: the first GiB */
 boot_pt0:       .skip 4096
+#endif
 boot_bootstrap_pml4:    .skip 4096
 boot_bootstrap_pdpt:    .skip 4096
 boot_bootstrap_pd:      .skip 4096

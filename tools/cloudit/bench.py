@@ -63,7 +63,7 @@ def boot_trace(kernels, accel, cpu, runs, bdir, vmm="microvm"):
 def bench_boot(args):
     deps.ensure(deps.IMAGE)
     hello = builder.Appliance("hello")
-    toro_k = builder.build(hello, profile_boot=True)
+    toro_k = builder.build(hello, profile_boot=True, static_tables=args.static_page_tables)
     plain_k = builder.build(hello)
     floor_app = builder.Appliance(os.path.join(ROOT, "test", "qemu", "floor"))
     bdir = os.path.join(ROOT, "build", "default")
@@ -82,8 +82,7 @@ def bench_boot(args):
                 "floor": vm.make_iso(floor_k[1], "", floor_k[0][:-4] + "-bench.iso")}
     results = {}
     for path in paths:
-        cmds = {which: vm.vm_command(k, path, accel, cpu, build_dir=os.path.join(ROOT, "build", "profile-boot")
-                                     if which == "toro" else bdir, iso=isos.get(which))
+        cmds = {which: vm.vm_command(k, path, accel, cpu, build_dir=bdir, iso=isos.get(which))
                 for which, k in (("toro", toro_k), ("floor", floor_k))}
         times = {"toro": [], "floor": []}
         for _ in range(args.runs):
@@ -95,7 +94,8 @@ def bench_boot(args):
         say(f"{path}: toro {t['median']} ms, floor {f['median']} ms")
     trace = boot_trace(plain_k, accel, cpu, args.runs, bdir)
     mhz = host_tsc_mhz()
-    out = {"accel": accel, "cpu": cpu, "runs": args.runs, "paths": results}
+    out = {"accel": accel, "cpu": cpu, "runs": args.runs, "static_page_tables": args.static_page_tables,
+           "paths": results}
     if trace:
         out["guest_tsc"] = dict(trace, tsc_mhz=mhz, path="microvm")
         if mhz:

@@ -27,8 +27,9 @@ class Appliance:
             raise CloudItError(f"unknown example '{spec}': it is neither a folder under examples/ "
                                f"(have: {', '.join(list_examples())}) nor a directory with a meson.build")
 
-    def build_dir(self, profile_boot):
-        variant = "profile-boot" if profile_boot else "default"
+    def build_dir(self, profile_boot, static_tables=False):
+        parts = (["static-page-tables"] if static_tables else []) + (["profile-boot"] if profile_boot else [])
+        variant = "-".join(parts) or "default"
         base = os.path.join(ROOT, "build") if self.in_tree else os.path.join(self.source_dir, "build")
         return os.path.join(base, variant)
 
@@ -38,12 +39,14 @@ def list_examples():
     return sorted(e for e in os.listdir(d) if os.path.isfile(os.path.join(d, e, "meson.build")))
 
 
-def configure(source_dir, build_dir, profile_boot=False, subproject=False):
+def configure(source_dir, build_dir, profile_boot=False, subproject=False, options=()):
+    """meson setup, once per build directory; `options` are more toro options, e.g. static_page_tables=true."""
     if os.path.isfile(os.path.join(build_dir, "build.ninja")):
         return  # ninja re-runs meson itself when a meson.build changes
-    option = ("toro:" if subproject else "") + "profile_boot=" + ("true" if profile_boot else "false")
-    cmd = ["meson", "setup", build_dir, source_dir, "--cross-file", CROSS_FILE, "--native-file", NATIVE_FILE,
-           "-D" + option]
+    prefix = "toro:" if subproject else ""
+    toro_options = ["profile_boot=" + ("true" if profile_boot else "false")] + list(options)
+    cmd = ["meson", "setup", build_dir, source_dir, "--cross-file", CROSS_FILE, "--native-file", NATIVE_FILE]
+    cmd += ["-D" + prefix + o for o in toro_options]
     r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if r.returncode != 0:
         print(r.stdout)
@@ -76,10 +79,11 @@ def kernel_paths(app, build_dir):
     return elf64, elf64[:-4] + "32.elf"
 
 
-def build(app, profile_boot=False):
+def build(app, profile_boot=False, static_tables=False):
     """Configures (once) and builds only this appliance's kernels; returns (elf64, elf32) paths."""
-    bdir = app.build_dir(profile_boot)
-    configure(app.source_dir, bdir, profile_boot, subproject=not app.in_tree)
+    bdir = app.build_dir(profile_boot, static_tables)
+    configure(app.source_dir, bdir, profile_boot, subproject=not app.in_tree,
+              options=["static_page_tables=true"] if static_tables else [])
     elf64, elf32 = kernel_paths(app, bdir)
     targets = [os.path.relpath(p, bdir) for p in (elf64, elf32)]
     if not ninja(bdir, targets):
@@ -93,4 +97,15 @@ def build_all(profile_boot=False):
     if not ninja(bdir):
         say("the build failed (the compiler's messages are above)")
         return None
+    return bdir
+
+
+def build_launcher(app):
+    """Builds toro-vmm, a host tool of toro's, in this appliance's default build (toro's own, or the out-of-tree
+    appliance's, where toro is a subproject); returns that build directory."""
+    bdir = app.build_dir(False)
+    configure(app.source_dir, bdir, subproject=not app.in_tree)
+    target = "tools/toro-vmm" if app.in_tree else "subprojects/toro/tools/toro-vmm"
+    if not ninja(bdir, [target]):
+        raise CloudItError("building the KVM launcher toro-vmm failed (the compiler's messages are above)")
     return bdir

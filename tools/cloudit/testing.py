@@ -278,6 +278,44 @@ def run_cli_tests(t, args, pool):
     return [pool.submit(expect, *c) for c in cases]
 
 
+def run_launcher_errors(t, bdir, args):
+    """toro-vmm's own failures: a clear message and status 2 (never odd, so never a guest status)."""
+    vmm = os.path.join(bdir, "tools", "toro-vmm")
+    hello = os.path.join(bdir, "examples", "hello", "hello")
+    cases = [
+        ("vmm/rejects-elf32", [hello + "32.elf"], r"ELFCLASS32 file: expected a 64-bit .*not its Multiboot wrapper"),
+        ("vmm/rejects-non-elf", [os.path.join(ROOT, "README.md")], r"not an ELF file \(bad magic\)"),
+        ("vmm/missing-kernel", ["/nonexistent/kernel.elf"], r"cannot open kernel /nonexistent/kernel.elf"),
+        ("vmm/memory-too-small", ["--mem", "1", hello + ".elf"], r"--mem 1 MiB is too small"),
+        ("vmm/cmdline-too-long", ["--cmdline", "x" * 3000, hello + ".elf"], r"--cmdline is 3000 bytes; at most 2047"),
+    ]
+    for name, argv, pattern in cases:
+        if not wanted(args, name):
+            continue
+        r = subprocess.run([vmm] + argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=60)
+        ok = r.returncode == 2 and re.search(pattern, r.stdout)
+        t.record(name, bool(ok), f"exit {r.returncode} (expected 2), output:\n{r.stdout[-1500:]}")
+
+
+def run_static_tables(t, args, pool):
+    """The -Dstatic_page_tables=true variant boots on the PVH, Multiboot and Linux 64-bit paths."""
+    if not wanted(args, "variant/static-page-tables"):
+        return []
+    bdir = os.path.join(ROOT, "build", "static-page-tables")
+    builder.configure(ROOT, bdir, options=["static_page_tables=true"])
+    if not builder.ninja(bdir, ["examples/hello/hello.elf", "examples/hello/hello32.elf"]):
+        t.record("variant/static-page-tables build", False, "the build failed (above)")
+        return []
+    kernels = builder.kernel_paths(builder.Appliance("hello"), bdir)
+    jobs = []
+    for vmm, pattern in (("microvm", "PVH"), ("qboot", "Multiboot"), ("kvm", "Linux 64-bit boot protocol")):
+        for accel, cpu in accelerators(vmm):
+            cmd = vm.vm_command(kernels, vmm, accel, cpu, build_dir=os.path.join(ROOT, "build", "default"))
+            jobs.append(pool.submit(boot_case, t, f"variant/static-page-tables/{vmm} [{accel}]", cmd, 0,
+                                    [rf"^Hello from toro! Booted through {pattern}\.$"]))
+    return jobs
+
+
 def run_all(args):
     deps.ensure(deps.TEST)
     t = Tally()
@@ -291,9 +329,10 @@ def run_all(args):
         run_host_tests(t, bdir, args)
         check_image(t, bdir, args)
         check_compile_fail(t, args)
+        run_launcher_errors(t, bdir, args)
         run_fuzzers(t, bdir, args)
         with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-            jobs = run_qemu_tests(t, args, pool) + run_cli_tests(t, args, pool)
+            jobs = run_qemu_tests(t, args, pool) + run_cli_tests(t, args, pool) + run_static_tables(t, args, pool)
             for j in jobs:
                 j.result()
     if t.failures:
