@@ -64,7 +64,7 @@ def bench_boot(args):
     deps.ensure(deps.IMAGE)
     hello = builder.Appliance("hello")
     toro_k = builder.build(hello, profile_boot=True, static_tables=args.static_page_tables)
-    plain_k = builder.build(hello)
+    plain_k = builder.build(hello, static_tables=args.static_page_tables)
     floor_app = builder.Appliance(os.path.join(ROOT, "test", "qemu", "floor"))
     bdir = os.path.join(ROOT, "build", "default")
     accel, cpu = vm.choose_accel(args.accel)
