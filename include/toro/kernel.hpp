@@ -33,6 +33,8 @@ extern std::uint32_t toro_boot_protocol;
 extern std::uint32_t toro_boot_magic;
 extern std::uint64_t toro_boot_mapped_limit;
 extern char boot_stack_bottom[], boot_stack_top[];
+extern char toro_ist_double_fault_top[], toro_ist_nmi_top[], toro_ist_machine_check_top[];
+extern const std::uint64_t toro_stack_guards[4]; // the unmapped page below each stack
 using toro_init_fn = void (*)();
 extern toro_init_fn __init_array_start[], __init_array_end[];
 }
@@ -82,7 +84,6 @@ static_assert(has_word("a toro.boot_trace b", "toro.boot_trace") &&
 // Where kernel_main keeps what it parsed; 3 KiB that would not fit a boot stack frame comfortably.
 inline boot_info the_boot_info;
 inline arch::cpu_tables boot_cpu_tables;
-[[gnu::section(".bss.stack.ist")]] inline arch::ist_stacks boot_ist_stacks;
 inline arch::idt kernel_idt;
 inline bool handling_fault = false;
 
@@ -107,6 +108,12 @@ inline bool handling_fault = false;
     print("  R9  {:#018x}  R10 {:#018x}  R11 {:#018x}\n", f.r9, f.r10, f.r11);
     print("  R12 {:#018x}  R13 {:#018x}  R14 {:#018x}\n", f.r12, f.r13, f.r14);
     print("  R15 {:#018x}  CR3 {:#018x}  SS  {:#06x}\n", f.r15, arch::read_cr3(), f.ss);
+    if (f.vector == 14 || f.vector == 8) {
+        // A #PF on a guard page, or the #DF it becomes when the CPU cannot push the #PF frame there.
+        const std::uint64_t page = arch::read_cr2() & ~std::uint64_t{0xfff};
+        for (std::uint64_t guard : toro_stack_guards)
+            if (page == guard) print("  the fault address is a stack guard page: kernel stack overflow\n");
+    }
     print_backtrace(f.rip, f.rbp);
     print("toro: panic: unhandled CPU exception {}\n", e.mnemonic);
     arch::shutdown(panic_status);
@@ -118,13 +125,16 @@ template <class App, class Entry>
 [[noreturn]] void kernel_main(Entry&& entry) {
     if constexpr (config::profile_boot) arch::debug_exit(0); // must stay the first statement
     const std::uint64_t tsc_kernel_main = arch::rdtsc();
-    for (auto* f = __init_array_start; f != __init_array_end; ++f) (*f)();
-    console_init();
-    boot_cpu_tables.load(boot_ist_stacks);
+    // Fault reporting first, so that a fault anywhere after this (constructors included) is reported.
+    boot_cpu_tables.load({reinterpret_cast<std::uintptr_t>(toro_ist_double_fault_top),
+                          reinterpret_cast<std::uintptr_t>(toro_ist_nmi_top),
+                          reinterpret_cast<std::uintptr_t>(toro_ist_machine_check_top)});
     kernel_idt.install_exception_stubs();
     kernel_idt.load();
     current_stack = {reinterpret_cast<std::uintptr_t>(boot_stack_bottom),
                      reinterpret_cast<std::uintptr_t>(boot_stack_top)};
+    for (auto* f = __init_array_start; f != __init_array_end; ++f) (*f)();
+    console_init();
 
     // What the boot shim mapped (at least 1 GiB); page 0 is the NULL guard. Boot structures beyond that are
     // reported as unreadable, not faulted on.

@@ -32,8 +32,9 @@
         .p2align 3
 boot_gdt:
         .quad 0                         /* null */
-        .quad 0x00af9a000000ffff        /* 0x08: 64-bit code (L=1), ring 0 */
-        .quad 0x00cf92000000ffff        /* 0x10: flat 4 GiB data, valid in 32- and 64-bit mode */
+        .quad 0x00af9b000000ffff        /* 0x08: 64-bit code (L=1), ring 0 */
+        .quad 0x00cf93000000ffff        /* 0x10: flat 4 GiB data, valid in 32- and 64-bit mode */
+        /* Accessed bits preset: a segment load would otherwise write them into this read-only page. */
 boot_gdt_end:
         /* A 10-byte pseudo-descriptor: lgdt in 32-bit mode reads the first 6 bytes, in 64-bit mode all 10. */
 boot_gdt_ptr:
@@ -50,6 +51,7 @@ msg_no_long_mode:
         .type _start32, @function
 _start32:
         cli
+        cld                             /* EFLAGS other than IF/VM are undefined on entry; rep stos needs DF=0 */
         mov %eax, %edi                  /* Multiboot magic arrives in eax; rdtsc is about to clobber it */
         rdtsc                           /* first thing: the TSC at entry, for boot-time accounting */
         mov %eax, toro_boot_tsc
@@ -134,6 +136,7 @@ no_long_mode:
 _start64_linux:
         /* Long mode on the VMM's identity map of low memory (Firecracker maps 1 GiB), rsi -> boot_params. */
         cli
+        cld
         rdtsc
         mov %eax, toro_boot_tsc(%rip)
         mov %edx, toro_boot_tsc + 4(%rip)
@@ -226,14 +229,27 @@ start64:
 3:      xor %eax, %eax
         rep stosq                       /* the rest: not present */
         mov %r9, toro_boot_mapped_limit(%rip)
-2:      lea boot_pml4(%rip), %rax
+2:
+        /* Guard pages: the page below each stack is left unmapped, so an overflow faults (#DF on its own IST
+         * stack) instead of running into what lies below. */
+        lea boot_stack_guards(%rip), %rsi
+        mov $4, %ecx
+4:      lodsq
+        shr $12, %rax
+        movq $0, boot_pt0(, %rax, 8)
+        dec %ecx
+        jnz 4b
+
+        lea boot_pml4(%rip), %rax
         mov %rax, %cr3                  /* from here on the bootstrap map is dead */
 
         /* WP: read-only pages bind ring 0 too. SSE: application code may use it (kernel code is built
          * without it, see docs/architecture.md). */
+        /* CR0 bits a loader may leave set: TS (the first SSE instruction would fault), CD/NW (uncached),
+         * AM, EM. NE: x87 errors as exceptions. */
         mov %cr0, %rax
-        and $~CR0_EM, %rax
-        or $(CR0_MP | CR0_WP), %rax
+        and $~(CR0_EM | CR0_TS | CR0_AM | CR0_NW | CR0_CD), %rax
+        or $(CR0_MP | CR0_NE | CR0_WP), %rax
         mov %rax, %cr0
         mov %cr4, %rax
         or $(CR4_OSFXSR | CR4_OSXMMEXCPT), %rax
@@ -276,13 +292,32 @@ fill_entries:
 4:      ret
 
 /* ---------------------------------------------------------------- memory the shim owns */
-        /* Stacks need no clearing: .bss.stack.* is laid out outside the BSS range start64 clears. */
+        /* Stacks, each above a 4 KiB guard page that start64 unmaps. Not cleared (.bss.stack.* lies outside
+         * the BSS range start64 clears): nothing reads a stack slot it has not written. */
         .section .bss.stack.boot, "aw", @nobits
-        .p2align 4
+        .p2align 12
         .globl boot_stack_bottom, boot_stack_top
+        .globl toro_ist_double_fault_top, toro_ist_nmi_top, toro_ist_machine_check_top
+guard_boot:     .skip 4096
 boot_stack_bottom:
         .skip 16384
 boot_stack_top:
+guard_df:       .skip 4096
+        .skip 8192
+toro_ist_double_fault_top:
+guard_nmi:      .skip 4096
+        .skip 8192
+toro_ist_nmi_top:
+guard_mc:       .skip 4096
+        .skip 8192
+toro_ist_machine_check_top:
+
+        .section .rodata.boot, "a"
+        .p2align 3
+        .globl toro_stack_guards
+toro_stack_guards:
+boot_stack_guards:
+        .quad guard_boot, guard_df, guard_nmi, guard_mc
 
 #ifdef TORO_STATIC_PAGE_TABLES
         /* -Dstatic_page_tables=true: PT0 and PD0, the two dense tables, come assembled in the file (8 KiB more

@@ -20,7 +20,8 @@ CLANG_FORMAT_DIRS = ["include", "src", "tools", "examples", "test"]
 CPP_EXTENSIONS = (".hpp", ".cpp", ".h")
 
 # QEMU integration cases: (name, appliance, vmm, kernel command line, expected status, patterns that must
-# appear in the console output). Each runs under TCG, and under KVM too when KVM works here.
+# appear in the console output[, extra VMM arguments[, only these accelerators]]). Each runs under TCG, and
+# under KVM too when KVM works here.
 FAULT_HEADER = r"toro: CPU exception {} \({}, vector {}\), error code 0x[0-9a-f]+"
 REGISTERS = [r"RIP 0x[0-9a-f]{16}  CS 0x0008", r"RAX 0x[0-9a-f]{16}", r"R15 0x[0-9a-f]{16}",
              r"backtrace:\n    #0 0x[0-9a-f]{16}\n    #1 0x[0-9a-f]{16}", r"toro: panic: unhandled CPU exception"]
@@ -59,6 +60,23 @@ QEMU_CASES = [
      [r"toro: panic: the fault test asked for a panic\n  backtrace:\n    #0 0x[0-9a-f]{16}"]),
     ("fault/assert", "test/qemu/fault", "microvm", "assert", 101,
      [r"toro: panic: assertion failed: what.size\(\) == 0 \(.*main.cpp:\d+\): the command line must be empty"]),
+    ("fault/stack-overflow", "test/qemu/fault", "microvm", "overflow", 101,
+     [FAULT_HEADER.format("#DF", "double fault", 8),
+      r"the fault address is a stack guard page: kernel stack overflow"]),
+    ("fault/stack-overflow-kvm-launcher", "test/qemu/fault", "kvm", "overflow", 101,
+     [FAULT_HEADER.format("#DF", "double fault", 8), r"kernel stack overflow"]),
+    ("boot/map-limit-1gib-pages", "test/qemu/fault", "microvm", "maplimit", 101,
+     [r"mapped limit 0x1000000000\n", r"read below the limit: ok", r"CR2 0x0000001000000000  \(read, page not"],
+     ["-cpu", "max"], ["tcg"]),  # KVM here offers no 1 GiB pages
+    ("boot/map-limit-2mib-pages", "test/qemu/fault", "qboot", "maplimit", 101,
+     [r"mapped limit 0x40000000\n", r"read below the limit: ok", r"CR2 0x0000000040000000  \(read, page not"],
+     ["-cpu", "qemu64"]),
+    ("boot/bss-beyond-bootstrap-map-pvh", "test/qemu/bigbss", "microvm", "", 0,
+     [r"^bigbss: 3145728 bytes of BSS at 0x[0-9a-f]+, zeroed: true, written: true$"]),
+    ("boot/bss-beyond-bootstrap-map-multiboot", "test/qemu/bigbss", "qboot", "", 0,
+     [r"^bigbss: 3145728 bytes of BSS at 0x[0-9a-f]+, zeroed: true, written: true$"]),
+    ("boot/bss-beyond-bootstrap-map-linux64", "test/qemu/bigbss", "kvm", "", 0,
+     [r"^bigbss: 3145728 bytes of BSS at 0x[0-9a-f]+, zeroed: true, written: true$"]),
     ("fault/exit-status", "test/qemu/fault", "microvm", "exit=42", 42, [r"fault test: exit=42"]),
 ]
 
@@ -225,13 +243,14 @@ def run_qemu_tests(t, args, pool):
     if not kvm_cpu:
         print(f"note: KVM is unusable here ({reason}): QEMU tests run under TCG only, launcher tests skip",
               flush=True)
-    for name, spec, vmm, cmdline, status, patterns, *extra in QEMU_CASES:
-        extra = extra[0] if extra else []
+    for name, spec, vmm, cmdline, status, patterns, *rest in QEMU_CASES:
+        extra = rest[0] if rest else []
+        only = rest[1] if len(rest) > 1 else None  # the accelerators a case is meaningful under
         if vmm == "kvm" and not kvm_cpu:
             t.skip(f"qemu/{name} [kvm]", f"KVM is unusable here: {reason}")
         for accel, cpu in accelerators(vmm):
             full = f"qemu/{name} [{accel}]"
-            if not wanted(args, full):
+            if not wanted(args, full) or (only and accel not in only):
                 continue
             if spec not in kernels:
                 app = builder.Appliance(spec if "/" not in spec else os.path.join(ROOT, spec))

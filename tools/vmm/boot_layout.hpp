@@ -1,11 +1,18 @@
-// toro-vmm's boot layout: Firecracker's x86_64 Linux 64-bit boot contract as pure functions over guest
-// memory (a std::span, no KVM headers), so every byte the launcher writes can be checked on the host.
+// toro-vmm's boot layout: Firecracker's two x86_64 boot contracts for an ELF kernel, as pure functions over
+// guest memory (a std::span, no KVM headers), so every byte the launcher writes can be checked on the host.
 //
-// The contract, as Firecracker (src/vmm/src/arch/x86_64/{layout,regs,gdt,mod}.rs) and rust-vmm's
-// linux-loader set it up:
-//   0x500    GDT: null, 64-bit code (0x08), data (0x10), TSS (0x18)      0x520   IDT: one zero entry
-//   0x7000   boot_params (the zero page), rsi points here                0x8ff0  initial rsp = rbp
-//   0x9000   PML4 -> 0xa000 PDPT -> 0xb000 PD: 512 x 2 MiB, identity map of the first 1 GiB
+// Firecracker (>= 1.12) loads an ELF with rust-vmm's linux-loader and enters it one of two ways
+// (src/vmm/src/arch/x86_64/{mod,regs,gdt,layout}.rs; linux-loader src/loader/elf/mod.rs):
+//   PVH      when the ELF has a XEN_ELFNOTE_PHYS32_ENTRY note: 32-bit protected mode, paging off, at the
+//            note's entry, ebx -> hvm_start_info (Xen's docs/misc/pvh.pandoc; Firecracker's docs/pvh.md);
+//   Linux64  otherwise: long mode on an identity map, at e_entry, rsi -> boot_params (the zero page).
+// toro-vmm chooses the same way (boot_request::automatic) and can be told to use either.
+//
+// Guest physical layout (both modes unless marked):
+//   0x500    GDT: null, code (0x08), data (0x10), TSS (0x18)            0x520   IDT: one zero entry
+//   0x6000   PVH: hvm_start_info (56 bytes)                             0x7000  PVH: its memory map
+//   0x7000   Linux64: boot_params (the zero page), rsi points here      0x8ff0  Linux64: rsp = rbp
+//   0x9000   Linux64: PML4 -> 0xa000 PDPT -> 0xb000 PD: 512 x 2 MiB, identity map of the first 1 GiB
 //   0x20000  kernel command line (NUL-terminated, at most 2048 bytes with the NUL)
 //   1 MiB    the kernel's PT_LOAD segments at their p_paddr (HIMEM_START)
 //   3 GiB    32-bit MMIO gap up to 4 GiB (the boot timer lives at its start); RAM beyond 3 GiB is
@@ -17,6 +24,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -51,6 +59,17 @@ inline constexpr std::uint64_t mmio32_start = 0xc0000000;
 inline constexpr std::uint64_t first_addr_past_32bits = 1ull << 32;
 inline constexpr std::uint64_t boot_timer_addr = mmio32_start; // Firecracker >= 1.13
 inline constexpr std::uint64_t kvm_tss_addr = 0xfffbd000;
+// PVH (Firecracker's layout.rs: PVH_INFO_START, MEMMAP_START). Firecracker puts the memory map at the
+// zero page's address, not right after hvm_start_info: the two protocols never share a boot.
+// (MODLIST_START, 0x6040, holds the initrd's module entry; toro-vmm has no initrd, and Firecracker
+// writes nothing there without one.)
+inline constexpr std::uint64_t pvh_start_info_addr = 0x6000;
+inline constexpr std::uint64_t pvh_memmap_addr = 0x7000;
+// Firecracker's [SYSTEM_MEM_START, RSDP_ADDR): reserved for the MP table and ACPI (EBDA to 0xe0000).
+inline constexpr std::uint64_t system_mem_end = 0xe0000;
+// Firecracker >= 1.13's PCI_MMCONFIG_START/SIZE: the last 256 MiB below the IOAPIC (0xfec00000).
+inline constexpr std::uint64_t pci_mmconfig_start = 0xfec00000 - (256ull << 20);
+inline constexpr std::uint64_t pci_mmconfig_size = 256ull << 20;
 // 2 MiB is the least that holds the boot structures and a kernel at 1 MiB. Above 255 GiB Firecracker
 // splits RAM again around its 64-bit MMIO gap at 256 GiB, which this launcher does not model.
 inline constexpr std::uint64_t min_mem_size = 2ull << 20;
@@ -58,14 +77,55 @@ inline constexpr std::uint64_t max_mem_size = 255ull << 30;
 
 } // namespace layout
 
+// How the vCPU enters the kernel (see the top of this file).
+enum class boot_mode { linux64, pvh };
+// What --boot asks for: the mode Firecracker would use (automatic), or one of them outright.
+enum class boot_request { automatic, linux64, pvh };
+
+inline const char* boot_mode_name(boot_mode m) {
+    return m == boot_mode::pvh ? "PVH" : "Linux 64-bit";
+}
+
+// --boot auto|pvh|linux64.
+inline result<boot_request> parse_boot_request(std::string_view v) {
+    if (v == "auto") return boot_request::automatic;
+    if (v == "pvh") return boot_request::pvh;
+    if (v == "linux64") return boot_request::linux64;
+    return elf_error{"--boot " + std::string{v} + ": expected auto, pvh or linux64"};
+}
+
+// hvm_start_info (Xen xen/include/public/arch-x86/hvm/start_info.h; linux-loader's start_info.rs),
+// version 1: 56 bytes, little-endian, naturally aligned.
+namespace pvh_offsets {
+inline constexpr std::size_t magic = 0;          // u32
+inline constexpr std::size_t version = 4;        // u32
+inline constexpr std::size_t flags = 8;          // u32
+inline constexpr std::size_t nr_modules = 12;    // u32
+inline constexpr std::size_t modlist_paddr = 16; // u64
+inline constexpr std::size_t cmdline_paddr = 24; // u64
+inline constexpr std::size_t rsdp_paddr = 32;    // u64
+inline constexpr std::size_t memmap_paddr = 40;  // u64
+inline constexpr std::size_t memmap_entries = 48; // u32
+inline constexpr std::size_t reserved = 52;      // u32
+inline constexpr std::size_t start_info_size = 56;
+// hvm_memmap_table_entry: u64 addr, u64 size, u32 type (E820 numbering), u32 reserved.
+inline constexpr std::size_t memmap_entry_size = 24;
+} // namespace pvh_offsets
+
+inline constexpr std::uint32_t pvh_start_info_magic = 0x336ec578; // XEN_HVM_START_MAGIC_VALUE
+inline constexpr std::uint32_t pvh_start_info_version = 1;        // the first with a memory map
+// The most entries pvh_memmap() makes: RAM below the EBDA, two reserved ranges, RAM below and above
+// the 32-bit gap.
+inline constexpr std::size_t pvh_memmap_max_entries = 5;
+
 // Where toro-vmm writes, so a kernel segment that lands on one of them is refused instead of being
-// silently overwritten (Firecracker writes these after loading the kernel).
+// silently overwritten (Firecracker writes these after loading the kernel). Each mode writes its own.
 struct boot_structure {
     std::uint64_t addr;
     std::uint64_t size;
     const char* name;
 };
-inline constexpr std::array<boot_structure, 6> boot_structures{{
+inline constexpr std::array<boot_structure, 6> linux64_boot_structures{{
     {layout::gdt_addr, 4 * 8, "the GDT"},
     {layout::idt_addr, 8, "the IDT"},
     {layout::zero_page_addr, layout::zero_page_size, "the zero page (boot_params)"},
@@ -73,6 +133,18 @@ inline constexpr std::array<boot_structure, 6> boot_structures{{
     {layout::pml4_addr, 3 * 0x1000, "the boot page tables"},
     {layout::cmdline_addr, layout::cmdline_max_size, "the command line"},
 }};
+inline constexpr std::array<boot_structure, 5> pvh_boot_structures{{
+    {layout::gdt_addr, 4 * 8, "the GDT"},
+    {layout::idt_addr, 8, "the IDT"},
+    {layout::pvh_start_info_addr, pvh_offsets::start_info_size, "the PVH start info (hvm_start_info)"},
+    {layout::pvh_memmap_addr, pvh_memmap_max_entries * pvh_offsets::memmap_entry_size, "the PVH memory map"},
+    {layout::cmdline_addr, layout::cmdline_max_size, "the command line"},
+}};
+
+inline std::span<const boot_structure> boot_structures(boot_mode m) {
+    if (m == boot_mode::pvh) return pvh_boot_structures;
+    return linux64_boot_structures;
+}
 
 // Offsets in struct boot_params (Linux arch/x86/include/uapi/asm/bootparam.h); hdr starts at 0x1f1.
 namespace zero_page_offsets {
@@ -93,6 +165,7 @@ inline constexpr std::uint32_t hdr_magic = 0x53726448; // "HdrS"
 inline constexpr std::uint8_t loader_other = 0xff;     // type_of_loader: "undefined" boot loader
 inline constexpr std::uint32_t kernel_min_alignment = 0x01000000;
 inline constexpr std::uint32_t e820_ram = 1;
+inline constexpr std::uint32_t e820_reserved = 2;
 
 // The guest's RAM as KVM memory slots: [0, low_size) and, for more than 3 GiB, [4 GiB, +high_size).
 // Host memory is one mapping: the high part follows the low part.
@@ -142,11 +215,54 @@ inline status need(std::span<const std::uint8_t> mem, std::uint64_t end, const c
 
 } // namespace detail
 
-// Copies every PT_LOAD's file bytes to p_paddr in `mem` (guest RAM below 3 GiB, from address 0) and
-// returns the entry point. The rest of each segment (p_memsz - p_filesz) is left alone: fresh guest
-// memory is zero already. Refused: a segment outside guest memory or over a boot structure, and an
-// entry point below 1 MiB (linux-loader's rule for Firecracker) or outside every loaded segment.
-inline result<std::uint64_t> load_elf_segments(const elf64_image& image, std::span<std::uint8_t> mem) {
+// Where the vCPU starts: the mode and its entry address.
+struct boot_entry {
+    boot_mode mode = boot_mode::linux64;
+    std::uint64_t addr = 0;
+    bool operator==(const boot_entry&) const = default;
+};
+
+// The entry point in the kernel's XEN_ELFNOTE_PHYS32_ENTRY note, if it has one. linux-loader
+// (parse_elf_note) reads the first 4 bytes of any descriptor of at least 4 as a little-endian u32 and
+// refuses a shorter one. toro emits a 4-byte descriptor, Linux an 8-byte one (_ASM_PTR); toro-vmm takes
+// those two sizes and refuses an 8-byte value above 4 GiB instead of silently truncating it.
+inline result<std::optional<std::uint64_t>> find_pvh_entry(const elf64_image& image) {
+    using ::toro::tools::detail::hex;
+    const auto desc = image.find_note(xen_note_name, xen_elfnote_phys32_entry);
+    if (!desc) return std::optional<std::uint64_t>{};
+    if (desc->size() != 4 && desc->size() != 8)
+        return elf_error{"its PVH note (Xen, XEN_ELFNOTE_PHYS32_ENTRY) has a " + std::to_string(desc->size()) +
+                         "-byte descriptor; expected a 4- or 8-byte entry address (or boot it with --boot "
+                         "linux64)"};
+    const std::uint64_t entry = ::toro::tools::detail::load_le(*desc, 0, desc->size());
+    if (entry > 0xffffffffull)
+        return elf_error{"its PVH note's entry point " + hex(entry) +
+                         " is above 4 GiB: the PVH entry runs in 32-bit mode (or boot it with --boot linux64)"};
+    return std::optional<std::uint64_t>{entry};
+}
+
+// The mode and entry for `request`. automatic is Firecracker's choice (linux-loader's
+// PvhEntryPresent -> PvhBoot): PVH at the note's entry when the note is there, else Linux 64-bit at
+// e_entry. Asking for PVH of a kernel without the note is an error; asking for Linux 64-bit ignores
+// the note, even a malformed one.
+inline result<boot_entry> select_boot_entry(const elf64_image& image, boot_request request) {
+    if (request == boot_request::linux64) return boot_entry{boot_mode::linux64, image.entry};
+    auto pvh = find_pvh_entry(image);
+    if (!pvh) return pvh.error();
+    if (pvh->has_value()) return boot_entry{boot_mode::pvh, **pvh};
+    if (request == boot_request::pvh)
+        return elf_error{"--boot pvh: the kernel has no PVH entry (no \"Xen\" note of type "
+                         "XEN_ELFNOTE_PHYS32_ENTRY = 18 in a PT_NOTE segment); boot it with --boot linux64 "
+                         "or auto"};
+    return boot_entry{boot_mode::linux64, image.entry};
+}
+
+// Copies every PT_LOAD's file bytes to p_paddr in `mem` (guest RAM below 3 GiB, from address 0). The rest
+// of each segment (p_memsz - p_filesz) is left alone: fresh guest memory is zero already. Refused, with
+// nothing written: a segment outside guest memory or over one of the boot structures `entry.mode`
+// writes, an e_entry below 1 MiB (linux-loader refuses that whatever the mode), and an entry outside
+// the file bytes of every loaded segment (toro-vmm's own check: both entries run on physical addresses).
+inline status load_elf_segments(const elf64_image& image, std::span<std::uint8_t> mem, const boot_entry& entry) {
     using ::toro::tools::detail::hex;
     for (std::size_t i = 0; i < image.segments.size(); ++i) {
         const elf_segment& s = image.segments[i];
@@ -156,36 +272,50 @@ inline result<std::uint64_t> load_elf_segments(const elf64_image& image, std::sp
         if (!::toro::tools::detail::range_ok(s.paddr, s.memsz, mem.size()))
             return elf_error{where + " lies outside guest memory [0, " + hex(mem.size()) +
                              "): give more --mem or link the kernel lower"};
-        for (const auto& b : boot_structures)
+        for (const auto& b : boot_structures(entry.mode))
             if (detail::overlaps(s.paddr, s.memsz, b.addr, b.size))
                 return elf_error{where + " overlaps " + b.name + " at [" + hex(b.addr) + ", " +
-                                 hex(b.addr + b.size) + "): link the kernel at 1 MiB or above"};
+                                 hex(b.addr + b.size) + ") of the " + boot_mode_name(entry.mode) +
+                                 " boot: link the kernel at 1 MiB or above"};
     }
     if (image.entry < layout::himem_start)
         return elf_error{"entry point " + hex(image.entry) +
                          " is below 1 MiB: Firecracker's loader refuses that (link the kernel at 1 MiB)"};
     bool entry_loaded = false;
     for (const auto& s : image.segments)
-        if (s.type == pt_load && image.entry >= s.paddr && image.entry - s.paddr < s.filesz)
-            entry_loaded = true;
+        if (s.type == pt_load && entry.addr >= s.paddr && entry.addr - s.paddr < s.filesz) entry_loaded = true;
     if (!entry_loaded)
-        return elf_error{"entry point " + hex(image.entry) +
-                         " is not inside the file bytes of any PT_LOAD segment (e_entry must be a physical "
-                         "address: the Linux 64-bit entry runs on an identity map)"};
+        return elf_error{entry.mode == boot_mode::pvh
+                             ? "PVH entry point " + hex(entry.addr) +
+                                   " (the Xen PHYS32_ENTRY note) is not inside the file bytes of any PT_LOAD "
+                                   "segment (it is entered with paging off, so it must be a physical address)"
+                             : "entry point " + hex(entry.addr) +
+                                   " is not inside the file bytes of any PT_LOAD segment (e_entry must be a "
+                                   "physical address: the Linux 64-bit entry runs on an identity map)"};
 
     for (const auto& s : image.segments) {
         if (s.type != pt_load || s.filesz == 0) continue;
         const auto bytes = s.bytes(image.file);
         std::copy(bytes.begin(), bytes.end(), mem.begin() + static_cast<std::ptrdiff_t>(s.paddr));
     }
+    return ok();
+}
+
+// The Linux 64-bit load at e_entry; returns e_entry.
+inline result<std::uint64_t> load_elf_segments(const elf64_image& image, std::span<std::uint8_t> mem) {
+    if (auto r = load_elf_segments(image, mem, boot_entry{boot_mode::linux64, image.entry}); !r) return r.error();
     return image.entry;
 }
 
-// parse_elf64 + load_elf_segments: what the launcher does with the kernel file.
-inline result<std::uint64_t> load_kernel(std::span<const std::uint8_t> file, std::span<std::uint8_t> mem) {
+// parse_elf64 + select_boot_entry + load_elf_segments: what the launcher does with the kernel file.
+inline result<boot_entry> load_kernel(std::span<const std::uint8_t> file, std::span<std::uint8_t> mem,
+                                      boot_request request = boot_request::automatic) {
     auto image = parse_elf64(file);
     if (!image) return image.error();
-    return load_elf_segments(*image, mem);
+    auto entry = select_boot_entry(*image, request);
+    if (!entry) return entry.error();
+    if (auto r = load_elf_segments(*image, mem, *entry); !r) return r.error();
+    return *entry;
 }
 
 // One e820 entry as the zero page stores it.
@@ -197,8 +327,9 @@ struct e820_entry {
 };
 
 // Firecracker's e820 map for a guest of `total` bytes: RAM below the EBDA, RAM from 1 MiB to the end
-// of memory or to the 32-bit MMIO gap at 3 GiB, and the rest from 4 GiB. Firecracker >= 1.10 also
-// lists [0x9fc00, 1 MiB) and PCI MMCONFIG as reserved; leaving them out says the same (not RAM).
+// of memory or to the 32-bit MMIO gap at 3 GiB, and the rest from 4 GiB. Firecracker also lists
+// [0x9fc00, 0xe0000) (>= 1.12) and PCI MMCONFIG (>= 1.13) as reserved; here that space holds neither
+// MP table, ACPI nor PCI, and leaving it out says the same (not RAM).
 inline std::vector<e820_entry> e820_map(std::uint64_t total) {
     std::vector<e820_entry> map;
     map.push_back({0, layout::ebda_start, e820_ram});
@@ -212,16 +343,30 @@ inline std::vector<e820_entry> e820_map(std::uint64_t total) {
 
 // Fills the zero page at 0x7000 (the fields Firecracker sets, its e820 map) and puts `cmdline` at
 // 0x20000. `mem` is guest RAM from address 0, `total` the guest's whole RAM (for the e820 map).
-inline status write_zero_page(std::span<std::uint8_t> mem, std::uint64_t total, std::string_view cmdline) {
-    namespace off = zero_page_offsets;
-    if (auto r = detail::need(mem, layout::cmdline_addr + layout::cmdline_max_size, "the zero page"); !r)
-        return r;
+namespace detail {
+
+// The command line's checks, made before anything is written.
+inline status check_cmdline(std::span<const std::uint8_t> mem, std::string_view cmdline, const char* what) {
+    if (auto r = need(mem, layout::cmdline_addr + layout::cmdline_max_size, what); !r) return r;
     if (cmdline.find('\0') != std::string_view::npos)
         return elf_error{"the command line contains a NUL byte"};
     if (cmdline.size() + 1 > layout::cmdline_max_size)
         return elf_error{"the command line is " + std::to_string(cmdline.size()) + " bytes; at most " +
                          std::to_string(layout::cmdline_max_size - 1) + " fit (Firecracker's limit, " +
                          std::to_string(layout::cmdline_max_size) + " with the NUL)"};
+    return ok();
+}
+
+// The text at 0x20000; the NUL after it is already there: memory is zero.
+inline void copy_cmdline(std::span<std::uint8_t> mem, std::string_view cmdline) {
+    std::copy(cmdline.begin(), cmdline.end(), mem.begin() + static_cast<std::ptrdiff_t>(layout::cmdline_addr));
+}
+
+} // namespace detail
+
+inline status write_zero_page(std::span<std::uint8_t> mem, std::uint64_t total, std::string_view cmdline) {
+    namespace off = zero_page_offsets;
+    if (auto r = detail::check_cmdline(mem, cmdline, "the zero page"); !r) return r;
 
     const std::uint64_t zp = layout::zero_page_addr;
     detail::store_le(mem, zp + off::boot_flag, boot_flag_magic, 2);
@@ -240,9 +385,48 @@ inline status write_zero_page(std::span<std::uint8_t> mem, std::uint64_t total, 
         detail::store_le(mem, e + 16, map[i].type, 4);
     }
 
-    // The NUL after the text is already there: memory is zero.
-    std::copy(cmdline.begin(), cmdline.end(),
-              mem.begin() + static_cast<std::ptrdiff_t>(layout::cmdline_addr));
+    detail::copy_cmdline(mem, cmdline);
+    return ok();
+}
+
+// Firecracker's PVH memory map (configure_pvh in mod.rs, >= 1.13), in its order: RAM below the EBDA,
+// the EBDA-to-0xe0000 system area and PCI MMCONFIG as reserved, then each RAM region from 1 MiB (the
+// 32-bit gap splits RAM at 3 GiB; past it RAM resumes at 4 GiB). The RAM ranges are the e820 map's.
+inline std::vector<e820_entry> pvh_memmap(std::uint64_t total) {
+    std::vector<e820_entry> map;
+    map.push_back({0, layout::ebda_start, e820_ram});
+    map.push_back({layout::ebda_start, layout::system_mem_end - layout::ebda_start, e820_reserved});
+    map.push_back({layout::pci_mmconfig_start, layout::pci_mmconfig_size, e820_reserved});
+    const std::uint64_t low_end = std::min(total, layout::mmio32_start);
+    if (low_end > layout::himem_start)
+        map.push_back({layout::himem_start, low_end - layout::himem_start, e820_ram});
+    if (total > layout::mmio32_start)
+        map.push_back({layout::first_addr_past_32bits, total - layout::mmio32_start, e820_ram});
+    return map;
+}
+
+// Fills hvm_start_info at 0x6000 as Firecracker's configure_pvh does (magic, version 1, cmdline_paddr,
+// memmap_paddr, memmap_entries; no modules, flags 0, rsdp_paddr 0 — Firecracker leaves the RSDP to be
+// found by its EBDA scan, and toro-vmm has no ACPI), its memory map at 0x7000 and `cmdline` at 0x20000.
+inline status write_pvh_start_info(std::span<std::uint8_t> mem, std::uint64_t total, std::string_view cmdline) {
+    namespace off = pvh_offsets;
+    if (auto r = detail::check_cmdline(mem, cmdline, "the PVH start info"); !r) return r;
+    const auto map = pvh_memmap(total);
+    if (map.size() > pvh_memmap_max_entries) return elf_error{"internal error: the PVH memory map overflows"};
+
+    const std::uint64_t si = layout::pvh_start_info_addr;
+    detail::store_le(mem, si + off::magic, pvh_start_info_magic, 4);
+    detail::store_le(mem, si + off::version, pvh_start_info_version, 4);
+    detail::store_le(mem, si + off::cmdline_paddr, layout::cmdline_addr, 8);
+    detail::store_le(mem, si + off::memmap_paddr, layout::pvh_memmap_addr, 8);
+    detail::store_le(mem, si + off::memmap_entries, map.size(), 4);
+    for (std::size_t i = 0; i < map.size(); ++i) {
+        const std::uint64_t e = layout::pvh_memmap_addr + i * off::memmap_entry_size;
+        detail::store_le(mem, e, map[i].addr, 8);
+        detail::store_le(mem, e + 8, map[i].size, 8);
+        detail::store_le(mem, e + 16, map[i].type, 4);
+    }
+    detail::copy_cmdline(mem, cmdline);
     return ok();
 }
 

@@ -2,6 +2,8 @@
 //   de  divide by zero (#DE)            pf      write to the NULL page (#PF)
 //   ud  invalid opcode (#UD)            pfhigh  read an unmapped address above the identity map (#PF)
 //   panic / assert                      a software panic, a failed TORO_ASSERT
+//   overflow                            recurse until the boot stack's guard page (#DF, stack overflow)
+//   maplimit                            read just below the boot map's end (fine), then at it (#PF)
 //   exit=N                              return N from the app
 #include <toro/kernel.hpp>
 
@@ -22,6 +24,21 @@ namespace {
     asm volatile("movq (%1), %0" : "=r"(v) : "r"(std::uintptr_t{1} << 46) : "memory");
 }
 
+// Each frame keeps a live buffer, so the recursion cannot be turned into a loop.
+// (The depth bound is never reached: the 16 KiB boot stack overflows long before.)
+[[gnu::noinline]] int recurse(int depth) {
+    volatile char frame[512];
+    frame[0] = static_cast<char>(depth);
+    if (depth > 1'000'000) return frame[0];
+    return recurse(depth + 1) + frame[0];
+}
+
+[[gnu::noinline]] std::uint64_t read_at(std::uint64_t addr) {
+    std::uint64_t v;
+    asm volatile("movq (%1), %0" : "=r"(v) : "r"(addr) : "memory");
+    return v;
+}
+
 int parse_int(toro::string_view s) {
     int v = 0;
     for (char c : s) v = v * 10 + (c - '0');
@@ -37,6 +54,13 @@ int app_main(fault_os& os) {
     if (what == "pf") write_null();
     if (what == "pfhigh") read_unmapped();
     if (what == "ud") asm volatile("ud2");
+    if (what == "overflow") return recurse(0);
+    if (what == "maplimit") {
+        toro::print("fault test: mapped limit {:#x}\n", toro_boot_mapped_limit);
+        (void)read_at(toro_boot_mapped_limit - 8);
+        toro::print("fault test: read below the limit: ok\n");
+        (void)read_at(toro_boot_mapped_limit);
+    }
     if (what == "panic") toro::panic("the fault test asked for a panic");
     if (what == "assert") TORO_ASSERT(what.size() == 0, "the command line must be empty");
     if (what.starts_with("exit=")) return parse_int(what.substr(5));

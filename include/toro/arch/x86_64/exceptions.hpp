@@ -91,7 +91,7 @@ public:
     void install_exception_stubs() {
         auto base = reinterpret_cast<std::uint64_t>(toro_isr_stubs);
         for (unsigned v = 0; v < exception_vectors; ++v) {
-            std::uint8_t ist = v == 8 ? ist_double_fault : (v == 2 || v == 18) ? ist_nmi_mce : 0;
+            std::uint8_t ist = v == 8 ? ist_double_fault : v == 2 ? ist_nmi : v == 18 ? ist_machine_check : 0;
             set_gate(v, base + 16 * v, ist);
         }
     }

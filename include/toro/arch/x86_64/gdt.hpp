@@ -13,9 +13,11 @@ inline constexpr std::uint16_t sel_code64 = 0x08;
 inline constexpr std::uint16_t sel_data = 0x10;
 inline constexpr std::uint16_t sel_tss = 0x18;
 
-// Interrupt-stack-table slots (1-based, as the IDT gate's IST field counts them).
+// Interrupt-stack-table slots (1-based, as the IDT gate's IST field counts them). One each: an #MC during an
+// NMI report must not restart on the stack the NMI report is using.
 inline constexpr std::uint8_t ist_double_fault = 1;
-inline constexpr std::uint8_t ist_nmi_mce = 2;
+inline constexpr std::uint8_t ist_nmi = 2;
+inline constexpr std::uint8_t ist_machine_check = 3;
 
 struct [[gnu::packed]] tss64 {
     std::uint32_t reserved0;
@@ -28,12 +30,9 @@ struct [[gnu::packed]] tss64 {
 };
 static_assert(sizeof(tss64) == 104);
 
-// The stacks #DF, NMI and #MC switch to. Kept out of BSS (section .bss.stack.*) so booting does not clear
-// them.
-struct alignas(16) ist_stacks {
-    static constexpr std::size_t size = 8192;
-    std::byte double_fault[size];
-    std::byte nmi_mce[size];
+// The stacks #DF, NMI and #MC switch to: in src/boot/entry.S, each above an unmapped guard page.
+struct ist_tops {
+    std::uintptr_t double_fault, nmi, machine_check;
 };
 
 // One CPU's descriptor tables. The process unit will keep one per CPU.
@@ -41,14 +40,14 @@ struct alignas(16) cpu_tables {
     std::array<std::uint64_t, 5> gdt; // null, code64, data, TSS (two slots)
     tss64 tss;
 
-    void load(ist_stacks& stacks) {
+    void load(const ist_tops& ist) {
         gdt[0] = 0;
-        gdt[1] = 0x00af9a000000ffff; // 64-bit code, ring 0
-        gdt[2] = 0x00cf92000000ffff; // data
+        gdt[1] = 0x00af9b000000ffff; // 64-bit code, ring 0, accessed (no write-back into the table)
+        gdt[2] = 0x00cf93000000ffff; // data, accessed
         tss = {};
-        tss.ist[ist_double_fault - 1] =
-            reinterpret_cast<std::uint64_t>(stacks.double_fault + ist_stacks::size);
-        tss.ist[ist_nmi_mce - 1] = reinterpret_cast<std::uint64_t>(stacks.nmi_mce + ist_stacks::size);
+        tss.ist[ist_double_fault - 1] = ist.double_fault;
+        tss.ist[ist_nmi - 1] = ist.nmi;
+        tss.ist[ist_machine_check - 1] = ist.machine_check;
         tss.iomap_base = sizeof(tss64); // no I/O permission bitmap
         auto base = reinterpret_cast<std::uint64_t>(&tss);
         std::uint64_t limit = sizeof(tss64) - 1;
