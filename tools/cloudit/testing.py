@@ -39,8 +39,11 @@ QEMU_CASES = [
     ("hello/pc-qboot-multiboot", "hello", "qboot", "", 0, [r"^Hello from toro! Booted through Multiboot\.$"]),
     ("hello/grub-iso", "hello", "grub", "from=grub", 0,
      [r"^Hello from toro! Booted through Multiboot\.$", r"^Command line: from=grub$"]),
+    ("hello/kvm-launcher-pvh", "hello", "kvm", "from=launcher", 0,
+     [r"^Hello from toro! Booted through PVH\.$", r"^Command line: from=launcher$"]),
     ("hello/kvm-launcher-linux64", "hello", "kvm", "from=launcher", 0,
-     [r"^Hello from toro! Booted through Linux 64-bit boot protocol\.$", r"^Command line: from=launcher$"]),
+     [r"^Hello from toro! Booted through Linux 64-bit boot protocol\.$", r"^Command line: from=launcher$"],
+     ["--boot", "linux64"]),
     ("hello/cmdline-pvh", "hello", "microvm", "answer=42 mode=test", 0, [r"^Command line: answer=42 mode=test$"]),
     ("hello/cmdline-multiboot", "hello", "qboot", "answer=42", 0, [r"^Command line: answer=42$"]),
     ("boot/cmdline-too-long", "hello", "microvm", "x" * 3000, 101, [r"toro: cannot boot: .*command line"]),
@@ -56,6 +59,8 @@ QEMU_CASES = [
      [FAULT_HEADER.format("#DE", "divide error", 0)] + REGISTERS),
     ("fault/divide-error-kvm-launcher", "test/qemu/fault", "kvm", "de", 101,
      [FAULT_HEADER.format("#DE", "divide error", 0)] + REGISTERS),
+    ("fault/divide-error-kvm-launcher-linux64", "test/qemu/fault", "kvm", "de", 101,
+     [FAULT_HEADER.format("#DE", "divide error", 0)] + REGISTERS, ["--boot", "linux64"]),
     ("fault/panic", "test/qemu/fault", "microvm", "panic", 101,
      [r"toro: panic: the fault test asked for a panic\n  backtrace:\n    #0 0x[0-9a-f]{16}"]),
     ("fault/assert", "test/qemu/fault", "microvm", "assert", 101,
@@ -76,7 +81,7 @@ QEMU_CASES = [
     ("boot/bss-beyond-bootstrap-map-multiboot", "test/qemu/bigbss", "qboot", "", 0,
      [r"^bigbss: 3145728 bytes of BSS at 0x[0-9a-f]+, zeroed: true, written: true$"]),
     ("boot/bss-beyond-bootstrap-map-linux64", "test/qemu/bigbss", "kvm", "", 0,
-     [r"^bigbss: 3145728 bytes of BSS at 0x[0-9a-f]+, zeroed: true, written: true$"]),
+     [r"^bigbss: 3145728 bytes of BSS at 0x[0-9a-f]+, zeroed: true, written: true$"], ["--boot", "linux64"]),
     ("fault/exit-status", "test/qemu/fault", "microvm", "exit=42", 42, [r"fault test: exit=42"]),
 ]
 
@@ -172,12 +177,15 @@ def run_fuzzers(t, bdir, args, seconds=10):
         if not wanted(args, name):
             continue
         corpus = os.path.join(ROOT, "test", "fuzz", "corpus", target)
+        artifacts = os.path.join(bdir, "fuzz-artifacts", target) + "/"
+        os.makedirs(artifacts, exist_ok=True)
         with tempfile.TemporaryDirectory() as work:
-            cmd = [exe, f"-max_total_time={seconds}", "-seed=1", "-print_final_stats=0", work]
+            cmd = [exe, f"-max_total_time={seconds}", "-seed=1", "-print_final_stats=0",
+                   f"-artifact_prefix={artifacts}", work]
             if os.path.isdir(corpus):
                 cmd.append(corpus)
             r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=work)
-        t.record(name, r.returncode == 0, r.stdout[-3000:])
+        t.record(name, r.returncode == 0, r.stdout[-3000:] + f"\n(reproducers kept in {artifacts})")
 
 
 def loaded_bytes(elf):
@@ -265,7 +273,7 @@ def run_qemu_tests(t, args, pool):
 
 def cloudit(*argv, timeout=600):
     return subprocess.run([sys.executable, os.path.join(ROOT, "cloudit")] + list(argv), stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+                          stderr=subprocess.STDOUT, text=True, timeout=timeout, stdin=subprocess.DEVNULL, cwd=ROOT)
 
 
 def run_cli_tests(t, args, pool):
@@ -327,11 +335,13 @@ def run_static_tables(t, args, pool):
         return []
     kernels = builder.kernel_paths(builder.Appliance("hello"), bdir)
     jobs = []
-    for vmm, pattern in (("microvm", "PVH"), ("qboot", "Multiboot"), ("kvm", "Linux 64-bit boot protocol")):
+    for vmm, extra, pattern in (("microvm", [], "PVH"), ("qboot", [], "Multiboot"), ("kvm", [], "PVH"),
+                                ("kvm", ["--boot", "linux64"], "Linux 64-bit boot protocol")):
         for accel, cpu in accelerators(vmm):
-            cmd = vm.vm_command(kernels, vmm, accel, cpu, build_dir=os.path.join(ROOT, "build", "default"))
-            jobs.append(pool.submit(boot_case, t, f"variant/static-page-tables/{vmm} [{accel}]", cmd, 0,
-                                    [rf"^Hello from toro! Booted through {pattern}\.$"]))
+            cmd = vm.vm_command(kernels, vmm, accel, cpu, extra=extra,
+                                build_dir=os.path.join(ROOT, "build", "default"))
+            name = f"variant/static-page-tables/{vmm}{' linux64' if extra else ''} [{accel}]"
+            jobs.append(pool.submit(boot_case, t, name, cmd, 0, [rf"^Hello from toro! Booted through {pattern}\.$"]))
     return jobs
 
 

@@ -102,9 +102,11 @@ def make_iso(elf32, cmdline, iso):
     with tempfile.TemporaryDirectory() as root:
         os.makedirs(os.path.join(root, "boot", "grub"))
         shutil.copy(elf32, os.path.join(root, "boot", "kernel32.elf"))
+        # Single-quoted for GRUB's script parser, so ; $ # and quotes in the command line stay literal.
+        quoted = "'" + cmdline.replace("'", "'\\''") + "'" if cmdline else ""
         with open(os.path.join(root, "boot", "grub", "grub.cfg"), "w") as f:
             f.write("set timeout=0\nset default=0\nmenuentry toro {\n"
-                    f"  multiboot /boot/kernel32.elf {cmdline}\n  boot\n}}\n")
+                    f"  multiboot /boot/kernel32.elf {quoted}\n  boot\n}}\n")
         r = subprocess.run(["grub-mkrescue", "-o", iso, root], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                            text=True)
     if r.returncode != 0:

@@ -97,16 +97,16 @@ inline result<boot_request> parse_boot_request(std::string_view v) {
 // hvm_start_info (Xen xen/include/public/arch-x86/hvm/start_info.h; linux-loader's start_info.rs),
 // version 1: 56 bytes, little-endian, naturally aligned.
 namespace pvh_offsets {
-inline constexpr std::size_t magic = 0;          // u32
-inline constexpr std::size_t version = 4;        // u32
-inline constexpr std::size_t flags = 8;          // u32
-inline constexpr std::size_t nr_modules = 12;    // u32
-inline constexpr std::size_t modlist_paddr = 16; // u64
-inline constexpr std::size_t cmdline_paddr = 24; // u64
-inline constexpr std::size_t rsdp_paddr = 32;    // u64
-inline constexpr std::size_t memmap_paddr = 40;  // u64
+inline constexpr std::size_t magic = 0;           // u32
+inline constexpr std::size_t version = 4;         // u32
+inline constexpr std::size_t flags = 8;           // u32
+inline constexpr std::size_t nr_modules = 12;     // u32
+inline constexpr std::size_t modlist_paddr = 16;  // u64
+inline constexpr std::size_t cmdline_paddr = 24;  // u64
+inline constexpr std::size_t rsdp_paddr = 32;     // u64
+inline constexpr std::size_t memmap_paddr = 40;   // u64
 inline constexpr std::size_t memmap_entries = 48; // u32
-inline constexpr std::size_t reserved = 52;      // u32
+inline constexpr std::size_t reserved = 52;       // u32
 inline constexpr std::size_t start_info_size = 56;
 // hvm_memmap_table_entry: u64 addr, u64 size, u32 type (E820 numbering), u32 reserved.
 inline constexpr std::size_t memmap_entry_size = 24;
@@ -137,7 +137,7 @@ inline constexpr std::array<boot_structure, 5> pvh_boot_structures{{
     {layout::gdt_addr, 4 * 8, "the GDT"},
     {layout::idt_addr, 8, "the IDT"},
     {layout::pvh_start_info_addr, pvh_offsets::start_info_size, "the PVH start info (hvm_start_info)"},
-    {layout::pvh_memmap_addr, pvh_memmap_max_entries * pvh_offsets::memmap_entry_size, "the PVH memory map"},
+    {layout::pvh_memmap_addr, pvh_memmap_max_entries* pvh_offsets::memmap_entry_size, "the PVH memory map"},
     {layout::cmdline_addr, layout::cmdline_max_size, "the command line"},
 }};
 
@@ -231,13 +231,15 @@ inline result<std::optional<std::uint64_t>> find_pvh_entry(const elf64_image& im
     const auto desc = image.find_note(xen_note_name, xen_elfnote_phys32_entry);
     if (!desc) return std::optional<std::uint64_t>{};
     if (desc->size() != 4 && desc->size() != 8)
-        return elf_error{"its PVH note (Xen, XEN_ELFNOTE_PHYS32_ENTRY) has a " + std::to_string(desc->size()) +
+        return elf_error{"its PVH note (Xen, XEN_ELFNOTE_PHYS32_ENTRY) has a " +
+                         std::to_string(desc->size()) +
                          "-byte descriptor; expected a 4- or 8-byte entry address (or boot it with --boot "
                          "linux64)"};
     const std::uint64_t entry = ::toro::tools::detail::load_le(*desc, 0, desc->size());
     if (entry > 0xffffffffull)
-        return elf_error{"its PVH note's entry point " + hex(entry) +
-                         " is above 4 GiB: the PVH entry runs in 32-bit mode (or boot it with --boot linux64)"};
+        return elf_error{
+            "its PVH note's entry point " + hex(entry) +
+            " is above 4 GiB: the PVH entry runs in 32-bit mode (or boot it with --boot linux64)"};
     return std::optional<std::uint64_t>{entry};
 }
 
@@ -262,7 +264,8 @@ inline result<boot_entry> select_boot_entry(const elf64_image& image, boot_reque
 // nothing written: a segment outside guest memory or over one of the boot structures `entry.mode`
 // writes, an e_entry below 1 MiB (linux-loader refuses that whatever the mode), and an entry outside
 // the file bytes of every loaded segment (toro-vmm's own check: both entries run on physical addresses).
-inline status load_elf_segments(const elf64_image& image, std::span<std::uint8_t> mem, const boot_entry& entry) {
+inline status load_elf_segments(const elf64_image& image, std::span<std::uint8_t> mem,
+                                const boot_entry& entry) {
     using ::toro::tools::detail::hex;
     for (std::size_t i = 0; i < image.segments.size(); ++i) {
         const elf_segment& s = image.segments[i];
@@ -283,7 +286,8 @@ inline status load_elf_segments(const elf64_image& image, std::span<std::uint8_t
                          " is below 1 MiB: Firecracker's loader refuses that (link the kernel at 1 MiB)"};
     bool entry_loaded = false;
     for (const auto& s : image.segments)
-        if (s.type == pt_load && entry.addr >= s.paddr && entry.addr - s.paddr < s.filesz) entry_loaded = true;
+        if (s.type == pt_load && entry.addr >= s.paddr && entry.addr - s.paddr < s.filesz)
+            entry_loaded = true;
     if (!entry_loaded)
         return elf_error{entry.mode == boot_mode::pvh
                              ? "PVH entry point " + hex(entry.addr) +
@@ -303,7 +307,8 @@ inline status load_elf_segments(const elf64_image& image, std::span<std::uint8_t
 
 // The Linux 64-bit load at e_entry; returns e_entry.
 inline result<std::uint64_t> load_elf_segments(const elf64_image& image, std::span<std::uint8_t> mem) {
-    if (auto r = load_elf_segments(image, mem, boot_entry{boot_mode::linux64, image.entry}); !r) return r.error();
+    if (auto r = load_elf_segments(image, mem, boot_entry{boot_mode::linux64, image.entry}); !r)
+        return r.error();
     return image.entry;
 }
 
@@ -359,7 +364,8 @@ inline status check_cmdline(std::span<const std::uint8_t> mem, std::string_view 
 
 // The text at 0x20000; the NUL after it is already there: memory is zero.
 inline void copy_cmdline(std::span<std::uint8_t> mem, std::string_view cmdline) {
-    std::copy(cmdline.begin(), cmdline.end(), mem.begin() + static_cast<std::ptrdiff_t>(layout::cmdline_addr));
+    std::copy(cmdline.begin(), cmdline.end(),
+              mem.begin() + static_cast<std::ptrdiff_t>(layout::cmdline_addr));
 }
 
 } // namespace detail
@@ -408,7 +414,8 @@ inline std::vector<e820_entry> pvh_memmap(std::uint64_t total) {
 // Fills hvm_start_info at 0x6000 as Firecracker's configure_pvh does (magic, version 1, cmdline_paddr,
 // memmap_paddr, memmap_entries; no modules, flags 0, rsdp_paddr 0 — Firecracker leaves the RSDP to be
 // found by its EBDA scan, and toro-vmm has no ACPI), its memory map at 0x7000 and `cmdline` at 0x20000.
-inline status write_pvh_start_info(std::span<std::uint8_t> mem, std::uint64_t total, std::string_view cmdline) {
+inline status write_pvh_start_info(std::span<std::uint8_t> mem, std::uint64_t total,
+                                   std::string_view cmdline) {
     namespace off = pvh_offsets;
     if (auto r = detail::check_cmdline(mem, cmdline, "the PVH start info"); !r) return r;
     const auto map = pvh_memmap(total);
@@ -453,18 +460,32 @@ constexpr std::uint64_t gdt_entry(std::uint16_t flags, std::uint32_t base, std::
            (std::uint64_t{limit} & 0x0000ffff);
 }
 
+// Firecracker's two boot GDTs (configure_segments_and_sregs in regs.rs), same selectors in both.
 inline constexpr std::array<std::uint64_t, 4> boot_gdt{
     gdt_entry(0, 0, 0),            // null
     gdt_entry(0xa09b, 0, 0xfffff), // 0x08: code, 64-bit (L), present, execute/read, accessed
     gdt_entry(0xc093, 0, 0xfffff), // 0x10: data, 32-bit default size, present, read/write, accessed
     gdt_entry(0x808b, 0, 0xfffff), // 0x18: TSS, busy 64-bit (KVM wants a valid TR even if never used)
 };
+// PVH (Xen's docs/misc/pvh.pandoc: cs a 32-bit flat code segment, ds and es 32-bit flat data, tr an active
+// 32-bit TSS of limit 0x67; Firecracker also loads the data segment into fs, gs and ss).
+// Firecracker passes limit 0xffff_ffff, of which gdt_entry keeps the 20 bits 0xfffff; with G that is 4 GiB.
+inline constexpr std::array<std::uint64_t, 4> pvh_boot_gdt{
+    gdt_entry(0, 0, 0),               // null
+    gdt_entry(0xc09b, 0, 0xffffffff), // 0x08: code, 32-bit (D), 4 KiB granular, present, exec/read, accessed
+    gdt_entry(0xc093, 0, 0xffffffff), // 0x10: data, 32-bit, 4 KiB granular, present, read/write, accessed
+    gdt_entry(0x008b, 0, 0x67),       // 0x18: TSS, busy 32-bit, byte granular, 104 bytes
+};
 
-// Writes the GDT at 0x500. The IDT at 0x520 is one zero descriptor, which zero memory already is.
-inline status write_gdt(std::span<std::uint8_t> mem) {
+inline const std::array<std::uint64_t, 4>& gdt_for(boot_mode m) {
+    return m == boot_mode::pvh ? pvh_boot_gdt : boot_gdt;
+}
+
+// Writes the mode's GDT at 0x500. The IDT at 0x520 is one zero descriptor, which zero memory already is.
+inline status write_gdt(std::span<std::uint8_t> mem, boot_mode mode = boot_mode::linux64) {
     if (auto r = detail::need(mem, layout::idt_addr + 8, "the GDT and IDT"); !r) return r;
-    for (std::size_t i = 0; i < boot_gdt.size(); ++i)
-        detail::store_le(mem, layout::gdt_addr + i * 8, boot_gdt[i], 8);
+    const auto& gdt = gdt_for(mode);
+    for (std::size_t i = 0; i < gdt.size(); ++i) detail::store_le(mem, layout::gdt_addr + i * 8, gdt[i], 8);
     return ok();
 }
 
@@ -503,18 +524,24 @@ inline constexpr std::uint64_t cr4_pae = 1ull << 5;
 inline constexpr std::uint64_t efer_lme = 1ull << 8;
 inline constexpr std::uint64_t efer_lma = 1ull << 10;
 
-// The vCPU's state at the Linux 64-bit entry. Like Firecracker, the control-register bits are ORed into
-// the vCPU's reset values (KVM's reset CR0 is ET|NW|CD, so the guest sees 0xe0000011), everything else
-// is set outright.
+// The vCPU's state at the kernel's entry. Each control register becomes (reset & ~clear) | set, where
+// reset is what KVM_GET_SREGS returns for a fresh vCPU (Firecracker starts from it too); everything else
+// is set outright. Linux 64-bit ORs into the reset values (KVM's reset CR0 is ET|NW|CD, so the guest
+// sees 0xe0000011); PVH replaces CR0 and CR4 (regs.rs: cr0 = PE | ET, cr4 = 0).
 struct boot_cpu_state {
+    boot_mode mode = boot_mode::linux64;
     std::uint64_t rip = 0;
     std::uint64_t rsp = layout::boot_stack_pointer;
     std::uint64_t rbp = layout::boot_stack_pointer;
     std::uint64_t rsi = layout::zero_page_addr; // the zero page, per the Linux boot protocol
+    std::uint64_t rbx = 0;                      // PVH: hvm_start_info
     std::uint64_t rflags = 0x2;                 // bit 1 is reserved and reads as one; IF clear
+    std::uint64_t cr0_clear = 0;
     std::uint64_t cr0_set = cr0_pe | cr0_pg;
     std::uint64_t cr3 = layout::pml4_addr;
+    std::uint64_t cr4_clear = 0;
     std::uint64_t cr4_set = cr4_pae;
+    std::uint64_t efer_clear = 0;
     std::uint64_t efer_set = efer_lme | efer_lma;
     std::uint64_t gdt_base = layout::gdt_addr;
     std::uint16_t gdt_limit = boot_gdt.size() * 8 - 1;
@@ -525,23 +552,67 @@ struct boot_cpu_state {
     segment tss = segment_from_gdt(boot_gdt[3], 3);
 };
 
-inline boot_cpu_state initial_cpu_state(std::uint64_t entry) {
+// Firecracker's setup_regs and configure_segments_and_sregs (regs.rs) for each mode.
+inline boot_cpu_state initial_cpu_state(std::uint64_t entry, boot_mode mode = boot_mode::linux64) {
     boot_cpu_state s;
+    s.mode = mode;
     s.rip = entry;
+    if (mode == boot_mode::pvh) {
+        // PVH: rip, rbx -> start info and rflags; every other GPR 0 (no stack: the ABI gives none).
+        s.rsp = s.rbp = s.rsi = 0;
+        s.rbx = layout::pvh_start_info_addr;
+        // 32-bit protected mode, paging off: CR0 = PE | ET, CR4 = 0 (pvh.pandoc: PE set, every other
+        // writable CR0 bit clear; ET is read-only on every x86-64 CPU, hence Firecracker's PE | ET).
+        // Firecracker leaves EFER and CR3 at KVM's reset values, both 0; they are zeroed here outright, which
+        // is the same.
+        s.cr0_clear = ~0ull;
+        s.cr0_set = cr0_pe | cr0_et;
+        s.cr3 = 0;
+        s.cr4_clear = ~0ull;
+        s.cr4_set = 0;
+        s.efer_clear = ~0ull;
+        s.efer_set = 0;
+        s.code = segment_from_gdt(pvh_boot_gdt[1], 1);
+        s.data = segment_from_gdt(pvh_boot_gdt[2], 2);
+        s.tss = segment_from_gdt(pvh_boot_gdt[3], 3);
+    }
     return s;
 }
 
-// Everything the launcher writes into guest memory before the first KVM_RUN. `mem` is guest RAM
-// from address 0 (the part below 3 GiB), `total` the whole RAM size.
+inline boot_cpu_state initial_cpu_state(const boot_entry& entry) {
+    return initial_cpu_state(entry.addr, entry.mode);
+}
+
+// Everything the launcher writes into guest memory before the first KVM_RUN, for a parsed kernel whose
+// entry select_boot_entry chose: the segments, then the mode's structures (Firecracker's
+// configure_system_for_boot: zero page or start info, and in regs.rs the GDT, and page tables for
+// Linux 64-bit only). `mem` is guest RAM from address 0 (the part below 3 GiB), `total` the whole RAM.
+inline result<boot_cpu_state> prepare_boot(const elf64_image& image, const boot_entry& entry,
+                                           std::span<std::uint8_t> mem, std::uint64_t total,
+                                           std::string_view cmdline) {
+    // Everything that can fail for a bad kernel or command line fails before anything is written.
+    if (auto r = detail::check_cmdline(mem, cmdline, "the boot structures"); !r) return r.error();
+    if (auto r = load_elf_segments(image, mem, entry); !r) return r.error();
+    if (entry.mode == boot_mode::pvh) {
+        if (auto r = write_pvh_start_info(mem, total, cmdline); !r) return r.error();
+    } else {
+        if (auto r = write_zero_page(mem, total, cmdline); !r) return r.error();
+        if (auto r = write_page_tables(mem); !r) return r.error();
+    }
+    if (auto r = write_gdt(mem, entry.mode); !r) return r.error();
+    return initial_cpu_state(entry);
+}
+
+// parse_elf64 + select_boot_entry + prepare_boot.
 inline result<boot_cpu_state> setup_boot(std::span<const std::uint8_t> kernel_file,
                                          std::span<std::uint8_t> mem, std::uint64_t total,
-                                         std::string_view cmdline) {
-    auto entry = load_kernel(kernel_file, mem);
+                                         std::string_view cmdline,
+                                         boot_request request = boot_request::automatic) {
+    auto image = parse_elf64(kernel_file);
+    if (!image) return image.error();
+    auto entry = select_boot_entry(*image, request);
     if (!entry) return entry.error();
-    if (auto r = write_zero_page(mem, total, cmdline); !r) return r.error();
-    if (auto r = write_page_tables(mem); !r) return r.error();
-    if (auto r = write_gdt(mem); !r) return r.error();
-    return initial_cpu_state(*entry);
+    return prepare_boot(*image, *entry, mem, total, cmdline);
 }
 
 } // namespace toro::tools::vmm

@@ -1,9 +1,10 @@
-// toro-vmm: a minimal KVM launcher that boots an ELF64 kernel through Firecracker's Linux 64-bit boot
-// contract (boot_layout.hpp) with Firecracker's legacy devices (serial.hpp), in one thread, as fast as
-// the host allows: guest RAM is lazily-backed anonymous memory and only the boot structures and the
-// kernel's file bytes are ever written.
+// toro-vmm: a minimal KVM launcher that boots an ELF64 kernel as Firecracker does (boot_layout.hpp):
+// through PVH when the kernel has a XEN_ELFNOTE_PHYS32_ENTRY note, else through the Linux 64-bit boot
+// protocol, with Firecracker's legacy devices (serial.hpp), in one thread, as fast as the host allows:
+// guest RAM is lazily-backed anonymous memory and only the boot structures and the kernel's file bytes
+// are ever written.
 //
-//   toro-vmm [--mem MiB] [--cmdline STR] [--timing] KERNEL.elf
+//   toro-vmm [--mem MiB] [--cmdline STR] [--boot auto|pvh|linux64] [--timing] KERNEL.elf
 //
 // Exit status: a guest status from isa-debug-exit (port 0xf4) is (v << 1) | 1, always odd; a guest
 // reset (i8042, 0xcf9) or triple fault is 0, as under QEMU -no-reboot; a launcher or KVM failure is 2,
@@ -105,25 +106,31 @@ void flush_console() {
 }
 
 void usage(std::FILE* to) {
-    std::fputs("usage: toro-vmm [--mem MiB] [--cmdline STR] [--timing] KERNEL.elf\n"
-               "\n"
-               "Boots an ELF64 kernel on KVM through Firecracker's Linux 64-bit boot protocol: PT_LOADs at\n"
-               "their physical addresses, long mode on an identity map of the first GiB, rsi -> zero page.\n"
-               "\n"
-               "  --mem MiB      guest RAM in MiB (default 128, 2..261120)\n"
-               "  --cmdline STR  kernel command line (at most 2047 bytes)\n"
-               "  --timing       print launch -> first VM exit and launch -> end, in us, to stderr\n"
-               "  --help         this text\n"
-               "\n"
-               "Devices: COM1 (0x3f8) to stdout; isa-debug-exit at 0xf4 (exit status (v << 1) | 1);\n"
-               "i8042 reset (0x64 <- 0xfe) and 0xcf9 reset end the VM with status 0; Firecracker's boot\n"
-               "timer (MMIO 0xc0000000 <- 123). Launcher errors exit with 2.\n",
-               to);
+    std::fputs(
+        "usage: toro-vmm [--mem MiB] [--cmdline STR] [--boot auto|pvh|linux64] [--timing] KERNEL.elf\n"
+        "\n"
+        "Boots an ELF64 kernel on KVM as Firecracker does: PT_LOADs at their physical addresses, then\n"
+        "  PVH           at the Xen PHYS32_ENTRY note's address, 32-bit protected mode with paging off,\n"
+        "                ebx -> hvm_start_info at 0x6000;\n"
+        "  Linux 64-bit  at e_entry, long mode on an identity map of the first GiB, rsi -> zero page.\n"
+        "\n"
+        "  --mem MiB      guest RAM in MiB (default 128, 2..261120)\n"
+        "  --cmdline STR  kernel command line (at most 2047 bytes)\n"
+        "  --boot MODE    auto (default): PVH if the kernel has the note, else Linux 64-bit;\n"
+        "                 pvh or linux64: that protocol (pvh needs the note)\n"
+        "  --timing       print launch -> first VM exit and launch -> end, in us, to stderr\n"
+        "  --help         this text\n"
+        "\n"
+        "Devices: COM1 (0x3f8) to stdout; isa-debug-exit at 0xf4 (exit status (v << 1) | 1);\n"
+        "i8042 reset (0x64 <- 0xfe) and 0xcf9 reset end the VM with status 0; Firecracker's boot\n"
+        "timer (MMIO 0xc0000000 <- 123). Launcher errors exit with 2.\n",
+        to);
 }
 
 struct options {
     std::uint64_t mem_mib = 128;
     std::string cmdline;
+    vmm::boot_request boot = vmm::boot_request::automatic;
     bool timing = false;
     const char* kernel = nullptr;
 };
@@ -150,6 +157,10 @@ options parse_args(int argc, char** argv) {
             o.mem_mib = n;
         } else if (a == "--cmdline") {
             o.cmdline = value(a);
+        } else if (a == "--boot") {
+            auto b = vmm::parse_boot_request(value(a));
+            if (!b) die("%s", b.error().message.c_str());
+            o.boot = *b;
         } else if (a == "--timing") {
             o.timing = true;
         } else if (a.size() > 1 && a[0] == '-') {
@@ -247,7 +258,10 @@ void dump_segment(const char* name, const kvm_segment& s) {
                  s.db, s.s, s.l, s.g);
 }
 
+vmm::boot_mode boot_mode = vmm::boot_mode::linux64;
+
 void dump_vcpu(int vcpu) {
+    std::fprintf(stderr, "  (entered through %s)\n", vmm::boot_mode_name(boot_mode));
     kvm_regs r{};
     kvm_sregs s{};
     if (ioctl(vcpu, KVM_GET_REGS, &r) != 0 || ioctl(vcpu, KVM_GET_SREGS, &s) != 0) {
@@ -270,6 +284,9 @@ void dump_vcpu(int vcpu) {
     dump_segment("cs", s.cs);
     dump_segment("ss", s.ss);
     dump_segment("ds", s.ds);
+    dump_segment("es", s.es);
+    dump_segment("fs", s.fs);
+    dump_segment("gs", s.gs);
     dump_segment("tr", s.tr);
 }
 
@@ -359,10 +376,10 @@ void set_registers(int vcpu, const vmm::boot_cpu_state& st) {
     s.cs = to_kvm(st.code);
     s.ds = s.es = s.fs = s.gs = s.ss = to_kvm(st.data);
     s.tr = to_kvm(st.tss);
-    s.cr0 |= st.cr0_set;
+    s.cr0 = (s.cr0 & ~st.cr0_clear) | st.cr0_set;
     s.cr3 = st.cr3;
-    s.cr4 |= st.cr4_set;
-    s.efer |= st.efer_set;
+    s.cr4 = (s.cr4 & ~st.cr4_clear) | st.cr4_set;
+    s.efer = (s.efer & ~st.efer_clear) | st.efer_set;
     KVM(vcpu, KVM_SET_SREGS, &s);
 
     kvm_regs r{};
@@ -370,6 +387,7 @@ void set_registers(int vcpu, const vmm::boot_cpu_state& st) {
     r.rsp = st.rsp;
     r.rbp = st.rbp;
     r.rsi = st.rsi;
+    r.rbx = st.rbx;
     r.rflags = st.rflags;
     KVM(vcpu, KVM_SET_REGS, &r);
 }
@@ -547,6 +565,10 @@ int main(int argc, char** argv) {
                 ? " (toro-vmm boots the ELF64 kernel, e.g. hello.elf, not its Multiboot wrapper hello32.elf)"
                 : "");
     }
+    // The entry (and whether --boot pvh is possible) is known from the file alone: fail before KVM work.
+    auto entry = vmm::select_boot_entry(*image, opt.boot);
+    if (!entry) die("%s: %s", opt.kernel, entry.error().message.c_str());
+    boot_mode = entry->mode;
 
     const int kvm = open_kvm();
     const int vm = KVM(kvm, KVM_CREATE_VM, 0);
@@ -583,12 +605,8 @@ int main(int argc, char** argv) {
     KVM(vm, KVM_CREATE_PIT2, &pit);
 
     const std::span<std::uint8_t> low_mem{base, static_cast<std::size_t>(plan->low_size)};
-    auto entry = vmm::load_elf_segments(*image, low_mem);
-    if (!entry) die("%s: %s", opt.kernel, entry.error().message.c_str());
-    if (auto r = vmm::write_zero_page(low_mem, plan->total, opt.cmdline); !r)
-        die("%s", r.error().message.c_str());
-    if (auto r = vmm::write_page_tables(low_mem); !r) die("%s", r.error().message.c_str());
-    if (auto r = vmm::write_gdt(low_mem); !r) die("%s", r.error().message.c_str());
+    auto state = vmm::prepare_boot(*image, *entry, low_mem, plan->total, opt.cmdline);
+    if (!state) die("%s: %s", opt.kernel, state.error().message.c_str());
 
     const int vcpu = KVM(vm, KVM_CREATE_VCPU, 0);
     reaper.keep[0] = kvm;
@@ -601,7 +619,7 @@ int main(int argc, char** argv) {
 
     set_cpuid(kvm, vcpu);
     set_boot_msrs(vcpu);
-    set_registers(vcpu, vmm::initial_cpu_state(*entry));
+    set_registers(vcpu, *state);
     set_lint(vcpu);
 
     run(vcpu, static_cast<kvm_run*>(run_map));

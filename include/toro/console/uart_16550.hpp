@@ -193,11 +193,12 @@ public:
         if (divisor > 0xffff) return unexpected{"uart: baud rate too low for the 16-bit divisor", baud};
 
         namespace reg = uart_16550_regs;
-        write_reg(reg::ier{});
+        // IER only after DLAB is known clear: with DLAB left set by firmware, offset 1 is DLM, not IER.
         write_reg(reg::lcr{}.set_dlab(true));
         write_reg(reg::dll::from_value(static_cast<std::uint8_t>(divisor & 0xff)));
         write_reg(reg::dlm::from_value(static_cast<std::uint8_t>(divisor >> 8)));
         write_reg(reg::lcr{}.set_word_length(reg::word_length::bits8)); // 8N1; also clears DLAB
+        write_reg(reg::ier{});
         write_reg(reg::fcr{}.set_fifo_enable(true).set_clear_rx(true).set_clear_tx(true));
         write_reg(reg::mcr{}.set_dtr(true).set_rts(true).set_out2(true));
 

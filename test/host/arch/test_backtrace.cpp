@@ -61,8 +61,18 @@ TEST_CASE("frames outside the stack or misaligned are never read") {
 }
 
 TEST_CASE("the walk stops after max_backtrace_frames") {
-    fake_stack s;
-    for (int i = 0; i < 62; i += 2) s.frame(i, s.at(i + 2), 0x1000 + i);
-    s.frame(62, 0, 0x9999);
-    CHECK(walk(s.at(0), s.range()).size() == toro::arch::max_backtrace_frames);
+    // A valid chain longer than the cap: without the cap the walk would visit every frame.
+    struct big_stack {
+        alignas(16) std::uintptr_t words[2 * 48] = {};
+    } s;
+    auto at = [&](int i) { return reinterpret_cast<std::uintptr_t>(&s.words[i]); };
+    for (int i = 0; i < 2 * 47; i += 2) {
+        s.words[i] = at(i + 2);
+        s.words[i + 1] = 0x1000 + i;
+    }
+    s.words[2 * 47] = 0;
+    s.words[2 * 47 + 1] = 0x9999;
+    stack_range r{at(0), at(0) + sizeof s.words};
+    static_assert(toro::arch::max_backtrace_frames < 48);
+    CHECK(walk(at(0), r).size() == toro::arch::max_backtrace_frames);
 }

@@ -42,11 +42,11 @@ uart make_uart() {
 }
 
 void expect_init(mock_io& io, std::uint16_t divisor, std::uint8_t iir = iir_fifos_on) {
-    io.expect_write(IER, 0x00)
-        .expect_write(LCR, 0x80)
+    io.expect_write(LCR, 0x80)
         .expect_write(DLL, static_cast<std::uint8_t>(divisor))
         .expect_write(DLM, static_cast<std::uint8_t>(divisor >> 8))
         .expect_write(LCR, 0x03)
+        .expect_write(IER, 0x00)
         .expect_write(FCR, 0x07)
         .expect_write(MCR, 0x0b)
         .expect_read(IIR, iir);
@@ -72,11 +72,11 @@ void expect_bytes(mock_io& io, const std::string& bytes) {
 TEST_CASE("init at 115200: full register sequence", "[uart]") {
     uart u = make_uart();
     mock_io& io = u.io();
-    io.expect_write(1, 0x00)   // IER: all interrupts off
-        .expect_write(3, 0x80) // LCR: DLAB on
+    io.expect_write(3, 0x80)   // LCR: DLAB on
         .expect_write(0, 0x01) // DLL: divisor 1
         .expect_write(1, 0x00) // DLM
         .expect_write(3, 0x03) // LCR: 8N1, DLAB off
+        .expect_write(1, 0x00) // IER: all interrupts off
         .expect_write(2, 0x07) // FCR: FIFO enable, clear RX, clear TX
         .expect_write(4, 0x0b) // MCR: DTR | RTS | OUT2
         .expect_read(2, 0xc1); // IIR: FIFOs are on
@@ -96,11 +96,11 @@ TEST_CASE("init defaults to 115200", "[uart]") {
 TEST_CASE("init at 9600: divisor 12", "[uart]") {
     uart u = make_uart();
     mock_io& io = u.io();
-    io.expect_write(1, 0x00)
-        .expect_write(3, 0x80)
+    io.expect_write(3, 0x80)
         .expect_write(0, 0x0c)
         .expect_write(1, 0x00)
         .expect_write(3, 0x03)
+        .expect_write(1, 0x00)
         .expect_write(2, 0x07)
         .expect_write(4, 0x0b)
         .expect_read(2, 0xc1);

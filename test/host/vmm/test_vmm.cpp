@@ -1,6 +1,7 @@
-// Host tests for toro-vmm's pure parts: the Firecracker boot layout (kernel loading, zero page, e820,
-// command line, page tables, GDT, initial registers) and the device models (COM1, isa-debug-exit,
-// reset ports, boot timer). The zero page is also read back by toro's own kernel parser.
+// Host tests for toro-vmm's pure parts: the Firecracker boot layout (kernel loading, boot mode choice,
+// zero page, e820, PVH start info and memory map, command line, page tables, GDTs, initial registers) and
+// the device models (COM1, isa-debug-exit, reset ports, boot timer). The zero page and the PVH start info
+// are also read back by toro's own kernel parsers.
 #include <catch2/catch.hpp>
 
 #include <cstddef>
@@ -11,6 +12,7 @@
 #include <vector>
 
 #include <toro/boot/phys_reader.hpp>
+#include <toro/boot/pvh.hpp>
 #include <toro/boot/zero_page.hpp>
 
 #include "vmm/boot_layout.hpp"
@@ -69,6 +71,26 @@ bytes make_elf(std::uint64_t entry, const std::vector<load_spec>& segs, std::uin
     return b;
 }
 
+// A note segment's bytes (4-byte layout): namesz, descsz, type, name + NUL padded to 4, descriptor.
+bytes make_note(const std::string& name, std::uint32_t type, std::uint64_t desc, std::uint32_t descsz) {
+    bytes b(12, 0);
+    poke(b, 0, name.size() + 1, 4);
+    poke(b, 4, descsz, 4);
+    poke(b, 8, type, 4);
+    b.insert(b.end(), name.begin(), name.end());
+    b.push_back(0);
+    while (b.size() % 4) b.push_back(0);
+    for (std::uint32_t i = 0; i < descsz; ++i)
+        b.push_back(i < 8 ? static_cast<std::uint8_t>(desc >> (8 * i)) : 0);
+    while (b.size() % 4) b.push_back(0);
+    return b;
+}
+
+// The PT_NOTE toro's kernels carry: XEN_ELFNOTE_PHYS32_ENTRY (18) with a 4-byte entry address.
+load_spec pvh_note(std::uint64_t entry, std::uint32_t descsz = 4) {
+    return {0, make_note("Xen", 18, entry, descsz), 0, pt_note};
+}
+
 bytes pattern(std::size_t n, std::uint8_t seed) {
     bytes b(n);
     for (std::size_t i = 0; i < n; ++i) b[i] = static_cast<std::uint8_t>(seed + i * 7);
@@ -116,7 +138,8 @@ TEST_CASE("vmm: PT_LOAD segments land at p_paddr, the rest stays zero", "[vmm][e
     const bytes file = make_elf(0x100010, {{0x100000, text}, {0x102000, data, 0x3000}});
     auto entry = load_kernel(file, mem);
     REQUIRE(entry);
-    CHECK(*entry == 0x100010);
+    CHECK(*entry == boot_entry{boot_mode::linux64, 0x100010}); // no PVH note
+    REQUIRE(load_kernel(file, mem, boot_request::linux64));
     CHECK(bytes(mem.begin() + 0x100000, mem.begin() + 0x100000 + 300) == text);
     CHECK(bytes(mem.begin() + 0x102000, mem.begin() + 0x102000 + 64) == data);
     CHECK(all_zero(mem, 0, 0x100000));
@@ -187,6 +210,128 @@ TEST_CASE("vmm: files that are not x86-64 ELF64 executables are refused", "[vmm]
     REQUIRE_FALSE(arm);
     CHECK_THAT(arm.error().message, Catch::Contains("wrong machine"));
     CHECK(all_zero(mem, 0, mem.size()));
+}
+
+// ---------------------------------------------------------------- boot mode (--boot)
+
+TEST_CASE("vmm: --boot takes auto, pvh or linux64", "[vmm][mode]") {
+    REQUIRE(parse_boot_request("auto"));
+    CHECK(*parse_boot_request("auto") == boot_request::automatic);
+    CHECK(*parse_boot_request("pvh") == boot_request::pvh);
+    CHECK(*parse_boot_request("linux64") == boot_request::linux64);
+    for (const char* bad : {"", "PVH", "linux", "multiboot", "auto "}) {
+        CAPTURE(bad);
+        auto r = parse_boot_request(bad);
+        REQUIRE_FALSE(r);
+        CHECK_THAT(r.error().message, Catch::Contains("expected auto, pvh or linux64"));
+    }
+}
+
+TEST_CASE("vmm: the PVH note decides the mode unless --boot forces one", "[vmm][mode]") {
+    const load_spec text{0x100000, pattern(0x200, 3)};
+    auto select = [](const bytes& file, boot_request req) {
+        auto image = parse_elf64(file);
+        REQUIRE(image);
+        return select_boot_entry(*image, req);
+    };
+
+    SECTION("note present: PVH at the note's entry unless linux64 is asked for") {
+        const bytes file = make_elf(0x100100, {text, pvh_note(0x100040)});
+        CHECK(*select(file, boot_request::automatic) == boot_entry{boot_mode::pvh, 0x100040});
+        CHECK(*select(file, boot_request::pvh) == boot_entry{boot_mode::pvh, 0x100040});
+        CHECK(*select(file, boot_request::linux64) == boot_entry{boot_mode::linux64, 0x100100});
+    }
+    SECTION("an 8-byte descriptor (Linux's _ASM_PTR) is read whole") {
+        const bytes file = make_elf(0x100100, {text, pvh_note(0x100080, 8)});
+        CHECK(*select(file, boot_request::automatic) == boot_entry{boot_mode::pvh, 0x100080});
+    }
+    SECTION("no note: Linux 64-bit, and --boot pvh is a clear error") {
+        const bytes file = make_elf(0x100100, {text});
+        CHECK(*select(file, boot_request::automatic) == boot_entry{boot_mode::linux64, 0x100100});
+        CHECK(*select(file, boot_request::linux64) == boot_entry{boot_mode::linux64, 0x100100});
+        auto r = select(file, boot_request::pvh);
+        REQUIRE_FALSE(r);
+        CHECK_THAT(r.error().message, Catch::Contains("--boot pvh: the kernel has no PVH entry"));
+        CHECK_THAT(r.error().message, Catch::Contains("XEN_ELFNOTE_PHYS32_ENTRY"));
+        CHECK_THAT(r.error().message, Catch::Contains("--boot linux64"));
+    }
+    SECTION("other notes are not the PVH note") {
+        const bytes file = make_elf(0x100100, {text,
+                                               {0, make_note("Xen", 17, 0x100040, 4), 0, pt_note},
+                                               {0, make_note("GNU", 18, 0x100040, 4), 0, pt_note},
+                                               {0, make_note("XenX", 18, 0x100040, 4), 0, pt_note}});
+        CHECK(*select(file, boot_request::automatic) == boot_entry{boot_mode::linux64, 0x100100});
+    }
+    SECTION("the first PHYS32_ENTRY note wins, after other notes in the same segment") {
+        bytes notes = make_note("GNU", 5, 0, 4);
+        const bytes a = make_note("Xen", 18, 0x100040, 4), b = make_note("Xen", 18, 0x100080, 4);
+        notes.insert(notes.end(), a.begin(), a.end());
+        notes.insert(notes.end(), b.begin(), b.end());
+        const bytes file = make_elf(0x100100, {text, {0, notes, 0, pt_note}});
+        CHECK(*select(file, boot_request::automatic) == boot_entry{boot_mode::pvh, 0x100040});
+    }
+    SECTION("a malformed note is refused unless linux64 is asked for") {
+        const bytes short_desc = make_elf(0x100100, {text, pvh_note(0x100040, 2)});
+        auto r = select(short_desc, boot_request::automatic);
+        REQUIRE_FALSE(r);
+        CHECK_THAT(r.error().message, Catch::Contains("2-byte descriptor"));
+        CHECK(*select(short_desc, boot_request::linux64) == boot_entry{boot_mode::linux64, 0x100100});
+
+        const bytes high = make_elf(0x100100, {text, pvh_note(0x100000000ull, 8)});
+        auto h = select(high, boot_request::pvh);
+        REQUIRE_FALSE(h);
+        CHECK_THAT(h.error().message, Catch::Contains("above 4 GiB"));
+    }
+}
+
+TEST_CASE("vmm: PVH loading guards the PVH structures and the PVH entry", "[vmm][mode][elf]") {
+    bytes mem(2 * mib, 0);
+    const load_spec text{0x100000, pattern(0x100, 0)};
+    SECTION("segments over the start info, memory map, GDT or command line are refused") {
+        struct {
+            std::uint64_t paddr;
+            const char* what;
+        } cases[] = {{0x6000, "PVH start info"},
+                     {0x6030, "PVH start info"},
+                     {0x7000, "PVH memory map"},
+                     {0x7070, "PVH memory map"},
+                     {0x508, "GDT"},
+                     {0x520, "IDT"},
+                     {0x20700, "command line"}};
+        for (const auto& c : cases) {
+            CAPTURE(c.paddr);
+            auto r =
+                load_kernel(make_elf(0x100000, {text, {c.paddr, pattern(8, 0)}, pvh_note(0x100000)}), mem);
+            REQUIRE_FALSE(r);
+            CHECK_THAT(r.error().message, Catch::Contains(c.what));
+            CHECK_THAT(r.error().message, Catch::Contains("of the PVH boot"));
+        }
+        CHECK(all_zero(mem, 0, mem.size()));
+    }
+    SECTION("what only the Linux 64-bit boot writes is free under PVH, and the other way round") {
+        for (std::uint64_t paddr : {0x8f00ull, 0x9000ull, 0xb000ull}) { // boot stack, page tables
+            CAPTURE(paddr);
+            const bytes file = make_elf(0x100000, {text, {paddr, pattern(8, 0)}, pvh_note(0x100000)});
+            REQUIRE(load_kernel(file, mem));
+            auto linux = load_kernel(file, mem, boot_request::linux64);
+            REQUIRE_FALSE(linux);
+            CHECK_THAT(linux.error().message, Catch::Contains("of the Linux 64-bit boot"));
+        }
+        const bytes at_start_info = make_elf(0x100000, {text, {0x6000, pattern(8, 0)}, pvh_note(0x100000)});
+        REQUIRE(load_kernel(at_start_info, mem, boot_request::linux64));
+        REQUIRE_FALSE(load_kernel(at_start_info, mem));
+    }
+    SECTION("the PVH entry must be inside a segment's file bytes") {
+        auto r = load_kernel(make_elf(0x100000, {text, pvh_note(0x100100)}), mem); // text ends at 0x100100
+        REQUIRE_FALSE(r);
+        CHECK_THAT(r.error().message, Catch::Contains("PVH entry point 0x100100"));
+        REQUIRE(load_kernel(make_elf(0x100000, {text, pvh_note(0x1000ff)}), mem));
+    }
+    SECTION("e_entry below 1 MiB is refused in PVH mode too, as linux-loader does") {
+        auto r = load_kernel(make_elf(0x30000, {{0x30000, pattern(16, 0)}, text, pvh_note(0x100000)}), mem);
+        REQUIRE_FALSE(r);
+        CHECK_THAT(r.error().message, Catch::Contains("below 1 MiB"));
+    }
 }
 
 // ---------------------------------------------------------------- zero page
@@ -304,6 +449,142 @@ TEST_CASE("vmm: toro's kernel parser reads back what write_zero_page wrote", "[v
     }
 }
 
+// ---------------------------------------------------------------- PVH start info
+
+TEST_CASE("vmm: hvm_start_info fields sit where Firecracker puts them", "[vmm][pvh]") {
+    bytes mem(2 * mib, 0);
+    REQUIRE(write_pvh_start_info(mem, 128 * mib, "console=ttyS0 x=1"));
+    const std::size_t si = 0x6000;
+    CHECK(peek(mem, si + 0, 4) == 0x336ec578); // magic
+    CHECK(peek(mem, si + 4, 4) == 1);          // version
+    CHECK(peek(mem, si + 8, 4) == 0);          // flags
+    CHECK(peek(mem, si + 12, 4) == 0);         // nr_modules
+    CHECK(peek(mem, si + 16, 8) == 0);         // modlist_paddr
+    CHECK(peek(mem, si + 24, 8) == 0x20000);   // cmdline_paddr
+    CHECK(peek(mem, si + 32, 8) == 0);         // rsdp_paddr
+    CHECK(peek(mem, si + 40, 8) == 0x7000);    // memmap_paddr: Firecracker's MEMMAP_START
+    CHECK(peek(mem, si + 48, 4) == 4);         // memmap_entries
+    CHECK(peek(mem, si + 52, 4) == 0);         // reserved
+    // Nothing else anywhere but the memory map and the command line: no zero page, no page tables.
+    CHECK(all_zero(mem, 0, si));
+    CHECK(all_zero(mem, si + 56, 0x7000));
+    CHECK(all_zero(mem, 0x7000 + 4 * 24, 0x20000));
+    CHECK(std::string(reinterpret_cast<const char*>(&mem[0x20000])) == "console=ttyS0 x=1");
+    CHECK(all_zero(mem, 0x20000 + 17, mem.size()));
+}
+
+TEST_CASE("vmm: the PVH memory map, 24-byte entries in Firecracker's order", "[vmm][pvh]") {
+    bytes mem(2 * mib, 0);
+    auto entry = [&](std::size_t i) {
+        const std::size_t e = 0x7000 + i * 24;
+        CHECK(peek(mem, e + 20, 4) == 0); // reserved
+        return e820_entry{peek(mem, e, 8), peek(mem, e + 8, 8),
+                          static_cast<std::uint32_t>(peek(mem, e + 16, 4))};
+    };
+    const e820_entry low{0, 0x9fc00, 1}, system{0x9fc00, 0x40400, 2}, mmconfig{0xeec00000, 0x10000000, 2};
+    SECTION("128 MiB") {
+        REQUIRE(write_pvh_start_info(mem, 128 * mib, ""));
+        CHECK(peek(mem, 0x6000 + 48, 4) == 4);
+        CHECK(entry(0) == low);
+        CHECK(entry(1) == system);
+        CHECK(entry(2) == mmconfig);
+        CHECK(entry(3) == e820_entry{0x100000, 127 * mib, 1});
+        CHECK(all_zero(mem, 0x7000 + 4 * 24, 0x20000));
+        CHECK(pvh_memmap(128 * mib).size() == 4);
+    }
+    SECTION("5 GiB: RAM resumes at 4 GiB") {
+        REQUIRE(write_pvh_start_info(mem, 5ull << 30, ""));
+        CHECK(peek(mem, 0x6000 + 48, 4) == 5);
+        CHECK(entry(3) == e820_entry{0x100000, (3ull << 30) - mib, 1});
+        CHECK(entry(4) == e820_entry{4ull << 30, 2ull << 30, 1});
+    }
+    SECTION("exactly 3 GiB: no entry above the gap") {
+        REQUIRE(write_pvh_start_info(mem, 3ull << 30, ""));
+        CHECK(peek(mem, 0x6000 + 48, 4) == 4);
+        CHECK(entry(3) == e820_entry{0x100000, (3ull << 30) - mib, 1});
+    }
+    SECTION("the RAM is the e820 map's RAM") {
+        for (std::uint64_t total :
+             std::vector<std::uint64_t>{2 * mib, 128 * mib, 3ull << 30, 5ull << 30, 255ull << 30}) {
+            CAPTURE(total);
+            std::vector<e820_entry> ram;
+            for (const auto& e : pvh_memmap(total))
+                if (e.type == 1) ram.push_back(e);
+            CHECK(ram == e820_map(total));
+            CHECK(pvh_memmap(total).size() <= pvh_memmap_max_entries);
+        }
+    }
+}
+
+TEST_CASE("vmm: PVH command line: pointer, text and limits", "[vmm][pvh]") {
+    bytes mem(2 * mib, 0);
+    SECTION("empty: the pointer still points at an empty string, as Firecracker's does") {
+        REQUIRE(write_pvh_start_info(mem, 128 * mib, ""));
+        CHECK(peek(mem, 0x6000 + 24, 8) == 0x20000);
+        CHECK(mem[0x20000] == 0);
+    }
+    SECTION("the longest that fits") {
+        const std::string s(2047, 'p');
+        REQUIRE(write_pvh_start_info(mem, 128 * mib, s));
+        CHECK(std::string(reinterpret_cast<const char*>(&mem[0x20000])) == s);
+    }
+    SECTION("too long or with a NUL: refused, nothing written") {
+        using namespace std::string_literals;
+        auto r = write_pvh_start_info(mem, 128 * mib, std::string(2048, 'p'));
+        REQUIRE_FALSE(r);
+        CHECK_THAT(r.error().message, Catch::Contains("at most 2047"));
+        REQUIRE_FALSE(write_pvh_start_info(mem, 128 * mib, "a\0b"s));
+        CHECK(all_zero(mem, 0, mem.size()));
+    }
+    SECTION("guest memory too small for the boot structures") {
+        bytes tiny(0x20000, 0);
+        REQUIRE_FALSE(write_pvh_start_info(tiny, 128 * mib, ""));
+        CHECK(all_zero(tiny, 0, tiny.size()));
+    }
+}
+
+TEST_CASE("vmm: toro's kernel parser reads back what write_pvh_start_info wrote", "[vmm][pvh]") {
+    bytes mem(0x21000, 0); // up to the end of the command line area is all the parser may read
+    auto info = std::make_unique<toro::boot_info>();
+    const auto reader = [&] { return toro::span_phys_reader{std::as_bytes(std::span{mem}), 0}; };
+    using toro::memory_region, toro::memory_type;
+
+    SECTION("128 MiB") {
+        REQUIRE(write_pvh_start_info(mem, 128 * mib, "console=ttyS0 toro.test=fault"));
+        auto r = reader();
+        REQUIRE(toro::parse_pvh(r, 0x6000, *info));
+        CHECK(info->protocol == toro::boot_protocol::pvh);
+        CHECK(str(info->cmdline()) == "console=ttyS0 toro.test=fault");
+        const auto regions = info->memory.regions();
+        REQUIRE(regions.size() == 4);
+        CHECK(regions[0] == memory_region{0, 0x9fc00, memory_type::usable});
+        CHECK(regions[1] == memory_region{0x9fc00, 0xe0000 - 0x9fc00, memory_type::reserved});
+        CHECK(regions[2] == memory_region{0x100000, 127 * mib, memory_type::usable});
+        CHECK(regions[3] == memory_region{0xeec00000, 256 * mib, memory_type::reserved});
+        CHECK(info->memory.usable_bytes() == 0x9fc00 + 127 * mib); // the same RAM as the zero page says
+        CHECK(info->rsdp == 0);
+    }
+    SECTION("6 GiB, empty command line") {
+        REQUIRE(write_pvh_start_info(mem, 6ull << 30, ""));
+        auto r = reader();
+        REQUIRE(toro::parse_pvh(r, 0x6000, *info));
+        CHECK(info->cmdline().empty());
+        const auto regions = info->memory.regions();
+        REQUIRE(regions.size() == 5);
+        CHECK(regions[2] == memory_region{0x100000, (3ull << 30) - mib, memory_type::usable});
+        CHECK(regions[3] == memory_region{0xeec00000, 256 * mib, memory_type::reserved});
+        CHECK(regions[4] == memory_region{4ull << 30, 3ull << 30, memory_type::usable});
+        CHECK(info->memory.usable_bytes() == 0x9fc00 + (6ull << 30) - mib); // all RAM but [0x9fc00, 1 MiB)
+    }
+    SECTION("the longest command line") {
+        const std::string s(2047, 'c');
+        REQUIRE(write_pvh_start_info(mem, 128 * mib, s));
+        auto r = reader();
+        REQUIRE(toro::parse_pvh(r, 0x6000, *info));
+        CHECK(str(info->cmdline()) == s);
+    }
+}
+
 // ---------------------------------------------------------------- page tables, GDT, registers
 
 namespace {
@@ -397,12 +678,63 @@ TEST_CASE("vmm: initial registers follow the Linux 64-bit boot protocol", "[vmm]
     CHECK(st.idt_limit == 7);
 }
 
+TEST_CASE("vmm: PVH GDT bytes and the segments KVM gets", "[vmm][gdt][pvh]") {
+    bytes mem(2 * mib, 0);
+    REQUIRE(write_gdt(mem, boot_mode::pvh));
+    CHECK(peek(mem, 0x500, 8) == 0);
+    CHECK(peek(mem, 0x508, 8) == 0x00cf9b000000ffffull); // Firecracker's regs.rs test values
+    CHECK(peek(mem, 0x510, 8) == 0x00cf93000000ffffull);
+    CHECK(peek(mem, 0x518, 8) == 0x00008b0000000067ull);
+    CHECK(all_zero(mem, 0, 0x500));
+    CHECK(all_zero(mem, 0x520, mem.size()));
+
+    const boot_cpu_state st = initial_cpu_state(0x100000, boot_mode::pvh);
+    const segment code{0, 0xffffffff, 0x08, 0xb, 1, 0, 1, 1, 0, 1, 0, 0};
+    const segment data{0, 0xffffffff, 0x10, 0x3, 1, 0, 1, 1, 0, 1, 0, 0};
+    const segment tss{0, 0x67, 0x18, 0xb, 1, 0, 0, 0, 0, 0, 0, 0};
+    CHECK(st.code == code); // 32-bit (D), not 64-bit (L), flat 4 GiB
+    CHECK(st.data == data);
+    CHECK(st.tss == tss); // a busy 32-bit TSS of 104 bytes, as pvh.pandoc asks
+    CHECK(st.gdt_base == 0x500);
+    CHECK(st.gdt_limit == 31);
+    CHECK(st.idt_base == 0x520);
+    CHECK(st.idt_limit == 7);
+}
+
+TEST_CASE("vmm: initial registers follow the PVH boot ABI", "[vmm][regs][pvh]") {
+    const boot_cpu_state st = initial_cpu_state(boot_entry{boot_mode::pvh, 0x100000});
+    CHECK(st.mode == boot_mode::pvh);
+    CHECK(st.rip == 0x100000);
+    CHECK(st.rbx == 0x6000); // hvm_start_info
+    CHECK(st.rflags == 0x2);
+    CHECK(st.rsp == 0);
+    CHECK(st.rbp == 0);
+    CHECK(st.rsi == 0);
+    CHECK(st.cr3 == 0);
+    // What KVM ends up with from any reset state: CR0 = PE|ET, CR4 = 0, EFER = 0.
+    const auto apply = [](std::uint64_t reset, std::uint64_t clear, std::uint64_t set) {
+        return (reset & ~clear) | set;
+    };
+    for (std::uint64_t reset : {0ull, 0x60000010ull, ~0ull}) {
+        CAPTURE(reset);
+        CHECK(apply(reset, st.cr0_clear, st.cr0_set) == 0x11);
+        CHECK(apply(reset, st.cr4_clear, st.cr4_set) == 0);
+        CHECK(apply(reset, st.efer_clear, st.efer_set) == 0);
+    }
+    // The Linux 64-bit state keeps ORing into KVM's reset values: 0x60000010 -> 0xe0000011.
+    const boot_cpu_state lx = initial_cpu_state(boot_entry{boot_mode::linux64, 0x100123});
+    CHECK(lx.rbx == 0);
+    CHECK(apply(0x60000010, lx.cr0_clear, lx.cr0_set) == 0xe0000011);
+    CHECK(apply(0, lx.efer_clear, lx.efer_set) == 0x500);
+}
+
 TEST_CASE("vmm: setup_boot writes every structure and returns the entry state", "[vmm][layout]") {
     bytes mem(4 * mib, 0);
     const bytes file = make_elf(0x100000, {{0x100000, pattern(32, 5)}});
     auto st = setup_boot(file, mem, 64 * mib, "hello");
     REQUIRE(st);
     CHECK(st->rip == 0x100000);
+    CHECK(st->mode == boot_mode::linux64);
     CHECK(peek(mem, 0x508, 8) == 0x00af9b000000ffffull);
     CHECK(peek(mem, 0x9000, 8) == 0xa003);
     CHECK(peek(mem, 0x7000 + 0x1e8, 1) == 2);
@@ -411,6 +743,38 @@ TEST_CASE("vmm: setup_boot writes every structure and returns the entry state", 
     auto bad = setup_boot(file, mem, 64 * mib, std::string(5000, 'y'));
     REQUIRE_FALSE(bad);
     CHECK_THAT(bad.error().message, Catch::Contains("command line"));
+}
+
+TEST_CASE("vmm: setup_boot boots a kernel with the PVH note through PVH", "[vmm][layout][pvh]") {
+    bytes mem(4 * mib, 0);
+    const bytes file = make_elf(0x100010, {{0x100000, pattern(32, 5)}, pvh_note(0x100004)});
+    SECTION("auto") {
+        auto st = setup_boot(file, mem, 64 * mib, "hello");
+        REQUIRE(st);
+        CHECK(st->mode == boot_mode::pvh);
+        CHECK(st->rip == 0x100004);
+        CHECK(st->rbx == 0x6000);
+        CHECK(peek(mem, 0x6000, 4) == 0x336ec578);
+        CHECK(peek(mem, 0x508, 8) == 0x00cf9b000000ffffull);
+        CHECK(std::string(reinterpret_cast<const char*>(&mem[0x20000])) == "hello");
+        CHECK(all_zero(mem, 0x7000 + 4 * 24, 0x20000)); // no zero page fields, stack or page tables
+        CHECK(mem[0x100000] == 5);
+    }
+    SECTION("--boot linux64") {
+        auto st = setup_boot(file, mem, 64 * mib, "hello", boot_request::linux64);
+        REQUIRE(st);
+        CHECK(st->mode == boot_mode::linux64);
+        CHECK(st->rip == 0x100010);
+        CHECK(all_zero(mem, 0x6000, 0x7000)); // no start info
+        CHECK(peek(mem, 0x7000 + 0x202, 4) == 0x53726448);
+        CHECK(peek(mem, 0x9000, 8) == 0xa003);
+    }
+    SECTION("failures write nothing") {
+        REQUIRE_FALSE(setup_boot(file, mem, 64 * mib, std::string(3000, 'y')));
+        REQUIRE_FALSE(setup_boot(make_elf(0x100010, {{0x100000, pattern(32, 5)}}), mem, 64 * mib, "",
+                                 boot_request::pvh));
+        CHECK(all_zero(mem, 0, mem.size()));
+    }
 }
 
 // ---------------------------------------------------------------- devices
