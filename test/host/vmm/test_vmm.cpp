@@ -15,25 +15,17 @@
 #include <toro/boot/pvh.hpp>
 #include <toro/boot/zero_page.hpp>
 
+#include "../elf/elf_image_builder.hpp"
 #include "vmm/boot_layout.hpp"
 #include "vmm/serial.hpp"
 
 using namespace toro::tools;
 using namespace toro::tools::vmm;
-using bytes = std::vector<std::uint8_t>;
+using namespace elf_test;
 
 namespace {
 
 constexpr std::uint64_t mib = 1ull << 20;
-
-void poke(bytes& b, std::size_t off, std::uint64_t v, std::size_t width) {
-    for (std::size_t i = 0; i < width; ++i) b.at(off + i) = static_cast<std::uint8_t>(v >> (8 * i));
-}
-std::uint64_t peek(const bytes& b, std::size_t off, std::size_t width) {
-    std::uint64_t v = 0;
-    for (std::size_t i = 0; i < width; ++i) v |= std::uint64_t{b.at(off + i)} << (8 * i);
-    return v;
-}
 
 struct load_spec {
     std::uint64_t paddr;
@@ -42,48 +34,22 @@ struct load_spec {
     std::uint32_t type = pt_load;
 };
 
-// ELF64 header | program headers | segment data, in spec order.
+// ELF64 header | program headers | segment data, through the shared builder: identity-mapped segments.
 bytes make_elf(std::uint64_t entry, const std::vector<load_spec>& segs, std::uint16_t machine = em_x86_64) {
-    bytes b(elf64_ehdr_size + segs.size() * elf64_phdr_size, 0);
-    const std::uint8_t ident[] = {0x7f, 'E', 'L', 'F', 2, 1, 1};
-    std::copy(std::begin(ident), std::end(ident), b.begin());
-    poke(b, 16, et_exec, 2);
-    poke(b, 18, machine, 2);
-    poke(b, 20, 1, 4);
-    poke(b, 24, entry, 8);
-    poke(b, 32, elf64_ehdr_size, 8);
-    poke(b, 52, elf64_ehdr_size, 2);
-    poke(b, 54, elf64_phdr_size, 2);
-    poke(b, 56, segs.size(), 2);
-    for (std::size_t i = 0; i < segs.size(); ++i) {
-        const auto& s = segs[i];
-        const std::size_t ph = elf64_ehdr_size + i * elf64_phdr_size;
-        poke(b, ph, s.type, 4);
-        poke(b, ph + 4, pf_r | pf_x, 4);
-        poke(b, ph + 8, b.size(), 8);
-        poke(b, ph + 16, s.paddr, 8);
-        poke(b, ph + 24, s.paddr, 8);
-        poke(b, ph + 32, s.data.size(), 8);
-        poke(b, ph + 40, s.memsz ? s.memsz : s.data.size(), 8);
-        poke(b, ph + 48, 0x1000, 8);
-        b.insert(b.end(), s.data.begin(), s.data.end());
-    }
-    return b;
+    elf64_builder k;
+    k.entry = entry;
+    k.machine = machine;
+    for (const auto& s : segs)
+        k.segs.push_back({s.type, pf_r | pf_x, s.paddr, s.paddr, s.memsz, 0x1000, s.data});
+    return k.build();
 }
 
-// A note segment's bytes (4-byte layout): namesz, descsz, type, name + NUL padded to 4, descriptor.
+// A note entry with a `descsz`-byte little-endian descriptor (zero beyond 8 bytes).
 bytes make_note(const std::string& name, std::uint32_t type, std::uint64_t desc, std::uint32_t descsz) {
-    bytes b(12, 0);
-    poke(b, 0, name.size() + 1, 4);
-    poke(b, 4, descsz, 4);
-    poke(b, 8, type, 4);
-    b.insert(b.end(), name.begin(), name.end());
-    b.push_back(0);
-    while (b.size() % 4) b.push_back(0);
+    bytes d;
     for (std::uint32_t i = 0; i < descsz; ++i)
-        b.push_back(i < 8 ? static_cast<std::uint8_t>(desc >> (8 * i)) : 0);
-    while (b.size() % 4) b.push_back(0);
-    return b;
+        d.push_back(i < 8 ? static_cast<std::uint8_t>(desc >> (8 * i)) : 0);
+    return elf_test::make_note(name, type, d);
 }
 
 // The PT_NOTE toro's kernels carry: XEN_ELFNOTE_PHYS32_ENTRY (18) with a 4-byte entry address.
