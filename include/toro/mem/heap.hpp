@@ -72,12 +72,14 @@ namespace heap_detail {
 inline constexpr std::size_t header_size = 64;
 inline constexpr std::size_t slab_room = page_size - header_size;
 
-// Size classes. Each fills a slab page's 4032 bytes to within 5%: 16-224 step 16/32 (small requests are the
-// most common; 16 is the 16-byte alignment every block has), then for the larger ones the largest
-// multiple of 16 that fits k blocks per page (k = 15, 12, 10, 9, 7, 6, 5, 4, 3, 2). A class between two of
-// those would hold no more blocks per page than the next one up, so it would save nothing. Steps stay at or
-// below 1.33x except the last (1344 -> 2016, both fill a page). Anything larger is a large block (page run).
-// Multiples of 64 (64, 128, ... 576, 1344) start 64-byte aligned, since the header is 64 bytes: they serve
+// Size classes. Each fills a slab page's 4032 bytes to within 5%. Up to 128 in steps of 16 (small requests
+// are the most common; 16 is the alignment every block has), 160-224 in steps of 32, then one class per
+// blocks-per-page count k = 15, 12, 10, 9, 7, 6, 5, 4, 3, 2: the largest size that fits k blocks (4032 / k,
+// rounded down to 16), or for k = 15, 12, 10 the multiple of 64 just under it (256, 320, 384) so that it
+// serves 64-aligned requests. A class between two of those would fit no more blocks per page than the next
+// one up, so it would save nothing; steps stay at or below 1.33x except the last (1344 -> 2016, both fill a
+// page). Larger requests are large blocks (page runs); 2048 exactly therefore costs a page. Classes that are
+// multiples of 64 (64, 128, 192, ... 576, 1344) start 64-aligned, the header being 64 bytes: they serve
 // get_aligned_mem for alignments 32 and 64.
 inline constexpr std::array<std::uint16_t, 21> class_sizes = {
     16, 32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384, 448, 576, 672, 800, 1008, 1344, 2016};

@@ -151,6 +151,15 @@ public:
         const bool joins_prev = prev != nullptr && run_end(prev) == base && base != reg->base;
         const bool joins_next =
             next != nullptr && reinterpret_cast<std::uintptr_t>(next) == end && end != reg->end;
+        // A run that reaches the bump pointer goes back into the untouched part of its region, and then
+        // no record is written at all: LIFO frees never touch the memory.
+        const std::uintptr_t lo = joins_prev ? reinterpret_cast<std::uintptr_t>(prev) : base;
+        const std::uintptr_t hi = joins_next ? run_end(next) : end;
+        if (hi == reg->bump) {
+            reg->bump = lo;
+            if (joins_prev) unlink(prev); // (joins_next cannot hold: no free run lies above the bump pointer)
+            return true;
+        }
         free_run* run;
         if (joins_prev) {
             prev->pages += count;
@@ -162,11 +171,6 @@ public:
         if (joins_next) {
             run->pages += next->pages;
             run->next = next->next;
-        }
-        // A run that reaches the bump pointer goes back into the untouched part of its region.
-        if (run_end(run) == reg->bump) {
-            reg->bump = reinterpret_cast<std::uintptr_t>(run);
-            unlink(run);
         }
         return true;
     }
