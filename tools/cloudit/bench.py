@@ -186,6 +186,44 @@ def bench_size(args):
     return 0
 
 
+def bench_mem(args):
+    """Heap throughput on the host against glibc (same workload), in the guest, and boot cost vs RAM size."""
+    deps.ensure(deps.RUN)
+    bdir = builder.build_all()
+    if bdir is None:
+        raise CloudItError("the build failed")
+    r = subprocess.run([os.path.join(bdir, "tools", "heap_bench"), "2000000", str(args.runs)],
+                       stdout=subprocess.PIPE, text=True)
+    print("host (tools/bench/heap_bench, 2M pairs):\n" + r.stdout)
+    kernels = builder.kernel_paths(builder.Appliance(os.path.join(ROOT, "test", "qemu", "mem")), bdir)
+    mhz = host_tsc_mhz()
+    accel, cpu = vm.choose_accel(args.accel)
+    cycles = []
+    for _ in range(args.runs):
+        out = vm.boot(vm.vm_command(kernels, "microvm", accel, cpu, cmdline="bench"), 300, echo=False).output
+        m = re.search(r"(\d+) cycles per pair", out)
+        if m:
+            cycles.append(int(m.group(1)))
+    if cycles:
+        c = statistics.median(cycles)
+        print(f"guest ({accel}, microvm, 50k pairs): {c:.0f} cycles per pair"
+              + (f" = {c / mhz * 1000:.0f} ns, {mhz / c:.2f} M pairs/s" if mhz else ""))
+    boot = {}
+    for mem in ("128M", "16G"):
+        xs = []
+        for _ in range(args.runs):
+            out = vm.boot(vm.vm_command(kernels, "microvm", accel, cpu, mem=mem, cmdline="toro.boot_trace"), 300,
+                          echo=False).output
+            m = re.search(r"-> app entry (\d+) cycles", out)
+            if m:
+                xs.append(int(m.group(1)))
+        boot[mem] = statistics.median(xs) if xs else None
+    if boot["128M"] and boot["16G"]:
+        print(f"boot to the app's entry with the memory unit ({accel}, microvm, guest TSC, median of {args.runs}): "
+              f"128M {boot['128M']:.0f} cycles, 16G {boot['16G']:.0f} cycles, ratio {boot['16G'] / boot['128M']:.3f}")
+    return 0
+
+
 def bench_build(args):
     """Clean build of an example's kernels (after configuring) and the rebuild after touching its source."""
     import shutil

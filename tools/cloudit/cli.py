@@ -48,7 +48,8 @@ def cmd_image(args):
 
 def cmd_bench(args):
     from . import bench
-    return {"boot": bench.bench_boot, "size": bench.bench_size, "build": bench.bench_build}[args.what](args)
+    return {"boot": bench.bench_boot, "size": bench.bench_size, "build": bench.bench_build,
+            "mem": bench.bench_mem}[args.what](args)
 
 
 def cmd_test(args):
@@ -87,8 +88,8 @@ def parser():
     i.add_argument("-o", "--output", help="where to write the ISO (default: beside the ELF)")
     i.set_defaults(func=cmd_image)
 
-    be = sub.add_parser("bench", help="boot (per path, against its floor), size, build")
-    be.add_argument("what", choices=["boot", "size", "build"])
+    be = sub.add_parser("bench", help="boot (per path, against its floor), size, build, mem")
+    be.add_argument("what", choices=["boot", "size", "build", "mem"])
     be.add_argument("--runs", type=int, default=5)
     be.add_argument("--accel", choices=["kvm", "tcg"])
     be.add_argument("--paths", help="boot: comma-separated subset of seabios,qboot,microvm,grub,kvm")

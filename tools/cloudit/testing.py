@@ -98,6 +98,8 @@ QEMU_CASES = [
      [r"toro: out of memory: operator new of 1099511627776 bytes failed", r"toro: panic: operator new"]),
     ("mem/double-free-reported", "test/qemu/mem", "microvm", "double-free", 101,
      [r"toro: heap: double free \(pointer 0x[0-9a-f]+, CPU 0\)"]),
+    ("mem/bench-runs", "test/qemu/mem", "microvm", "bench", 0, [r"^mem: bench: 50000 pairs in \d+ cycles"], [],
+     ["tcg"]),  # under KVM here every guest instruction is emulated: a minute
     ("fault/exit-status", "test/qemu/fault", "microvm", "exit=42", 42, [r"fault test: exit=42"]),
 ]
 

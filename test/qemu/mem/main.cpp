@@ -4,6 +4,8 @@
 //   new         operator new / delete[] on objects with constructors
 //   new-huge    operator new of 1 TiB: the panic names the size
 //   double-free free_mem twice on one block: the heap reports it
+//   bench       alloc/free pairs over a window of live blocks (the host heap_bench's workload shape),
+//               timed with the TSC: prints cycles per pair
 #include <toro/kernel.hpp>
 #include <toro/mem/memory_unit.hpp>
 
@@ -64,6 +66,39 @@ int small() {
     return bad == 0 ? 0 : 1;
 }
 
+int bench() {
+    constexpr std::size_t window = 1024, steps = 50'000;
+    static void* live[window];
+    std::uint64_t x = 0x9e3779b97f4a7c15;
+    auto next = [&] {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        return x;
+    };
+    auto size_of = [](std::uint64_t r) -> std::size_t {
+        const unsigned bucket = r % 100;
+        return bucket < 90   ? 16 + (r >> 8) % 497
+               : bucket < 99 ? 512 + (r >> 8) % 1537
+                             : 2048 + (r >> 8) % 14337;
+    };
+    for (auto& p : live) p = *toro::get_mem(size_of(next()));
+    const std::uint64_t start = toro::arch::rdtsc();
+    for (std::size_t i = 0; i < steps; ++i) {
+        const std::uint64_t r = next();
+        void*& slot = live[(r >> 32) % window];
+        toro::free_mem(slot);
+        auto p = toro::get_mem(size_of(r));
+        if (!p) return 1;
+        slot = *p;
+        static_cast<volatile char*>(slot)[0] = 1;
+    }
+    const std::uint64_t cycles = toro::arch::rdtsc() - start;
+    for (void* p : live) toro::free_mem(p);
+    toro::print("mem: bench: {} pairs in {} cycles, {} cycles per pair\n", steps, cycles, cycles / steps);
+    return 0;
+}
+
 } // namespace
 
 int app_main(mem_os& os) {
@@ -71,6 +106,7 @@ int app_main(mem_os& os) {
     toro::print("mem: {} bytes usable, {} free\n", os.usable_bytes(), os.free_bytes());
     if (what == "exhaust") return exhaust();
     if (what == "small") return small();
+    if (what == "bench") return bench();
     if (what == "new") {
         auto* a = new counted[100];
         bool ok = counted::live == 100 && a[99].value == 0x5eed;
