@@ -183,6 +183,11 @@ start64:
         mov $0x80000001, %eax
         cpuid
         mov %edx, %r8d                  /* bit 26: 1 GiB pages */
+        xor %r10d, %r10d                /* r10: the NX bit for data pages, when the CPU has NX (bit 20) */
+        bt $20, %r8d
+        jnc 5f
+        bts $63, %r10
+5:
 
         lea boot_pml4(%rip), %rdi
         lea boot_pdpt + PTE_PRESENT + PTE_WRITE(%rip), %rax
@@ -197,6 +202,7 @@ start64:
         xor %eax, %eax
         stosq                           /* PT0[0] = 0: page 0 stays unmapped */
         mov $(0x1000 + PTE_PRESENT + PTE_WRITE), %eax
+        or %r10, %rax                   /* data by default; the kernel's text is made executable below */
         mov $0x1000, %edx
         mov $511, %ecx
         call fill_entries
@@ -206,6 +212,7 @@ start64:
         mov $1, %ecx
         call fill_entries
         mov $(0x200000 + PTE_PRESENT + PTE_WRITE + PTE_LARGE), %eax
+        or %r10, %rax
         mov $0x200000, %edx
         mov $511, %ecx
         call fill_entries
@@ -219,6 +226,7 @@ start64:
         bt $26, %r8d
         jnc 1f
         mov $(0x40000000 + PTE_PRESENT + PTE_WRITE + PTE_LARGE), %eax
+        or %r10, %rax
         mov $0x40000000, %edx
         mov $63, %ecx
         call fill_entries
@@ -239,6 +247,26 @@ start64:
         movq $0, boot_pt0(, %rax, 8)
         dec %ecx
         jnz 4b
+
+        /* W^X for the kernel image: text read+execute, rodata read-only; everything else stays writable and,
+         * with NX, not executable. (With static page tables the assembled entries carry no NX.) */
+        lea __text_start(%rip), %rsi
+        lea __text_end(%rip), %rdi
+6:      mov %rsi, %rax
+        shr $12, %rax
+        andq $~PTE_WRITE, boot_pt0(, %rax, 8)
+        btrq $63, boot_pt0(, %rax, 8)
+        add $0x1000, %rsi
+        cmp %rdi, %rsi
+        jb 6b
+        lea __rodata_start(%rip), %rsi
+        lea __rodata_end(%rip), %rdi
+7:      mov %rsi, %rax
+        shr $12, %rax
+        andq $~PTE_WRITE, boot_pt0(, %rax, 8)
+        add $0x1000, %rsi
+        cmp %rdi, %rsi
+        jb 7b
 
         lea boot_pml4(%rip), %rax
         mov %rax, %cr3                  /* from here on the bootstrap map is dead */

@@ -100,6 +100,14 @@ QEMU_CASES = [
      [r"toro: heap: double free \(pointer 0x[0-9a-f]+, CPU 0\)"]),
     ("mem/bench-runs", "test/qemu/mem", "microvm", "bench", 0, [r"^mem: bench: 50000 pairs in \d+ cycles"], [],
      ["tcg"]),  # under KVM here every guest instruction is emulated: a minute
+    ("protection/write-to-kernel-text", "test/qemu/fault", "microvm", "writetext", 101,
+     [FAULT_HEADER.format("#PF", "page fault", 14), r"CR2 0x[0-9a-f]{16}  \(write, protection violation, kernel"]),
+    ("protection/write-to-kernel-text-multiboot", "test/qemu/fault", "qboot", "writetext", 101,
+     [r"\(write, protection violation, kernel"]),
+    ("protection/write-to-kernel-text-kvm-launcher", "test/qemu/fault", "kvm", "writetext", 101,
+     [r"\(write, protection violation, kernel"]),
+    ("protection/execute-data", "test/qemu/fault", "microvm", "execdata", 101,
+     [FAULT_HEADER.format("#PF", "page fault", 14), r"\(instruction fetch, protection violation, kernel"]),
     ("fault/exit-status", "test/qemu/fault", "microvm", "exit=42", 42, [r"fault test: exit=42"]),
 ]
 

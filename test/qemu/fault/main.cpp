@@ -4,6 +4,7 @@
 //   panic / assert                      a software panic, a failed TORO_ASSERT
 //   overflow                            recurse until the boot stack's guard page (#DF, stack overflow)
 //   maplimit                            read just below the boot map's end (fine), then at it (#PF)
+//   writetext / execdata                write to the kernel's code, jump into data: W^X faults (#PF)
 //   exit=N                              return N from the app
 #include <toro/kernel.hpp>
 
@@ -55,6 +56,11 @@ int app_main(fault_os& os) {
     if (what == "pfhigh") read_unmapped();
     if (what == "ud") asm volatile("ud2");
     if (what == "overflow") return recurse(0);
+    if (what == "writetext") asm volatile("movb $0x90, (%0)" ::"r"(&divide_by_zero) : "memory");
+    if (what == "execdata") {
+        static std::uint8_t ret_instruction[16] = {0xc3}; // ret, in a data page
+        reinterpret_cast<void (*)()>(ret_instruction)();
+    }
     if (what == "maplimit") {
         toro::print("fault test: mapped limit {:#x}\n", toro_boot_mapped_limit);
         (void)read_at(toro_boot_mapped_limit - 8);
