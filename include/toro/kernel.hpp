@@ -169,5 +169,8 @@ template <class App, class Entry>
         ::toro::kernel_main<App>(entry);                                                                     \
     }                                                                                                        \
     extern "C" void toro_exception(::toro::arch::fault_frame* frame) {                                       \
+        if (frame->vector == 14 && ::toro::arch::page_fault_handler &&                                       \
+            ::toro::arch::page_fault_handler(*frame))                                                        \
+            return; /* resolved: retry the instruction */                                                    \
         ::toro::report_exception(*frame);                                                                    \
     }

@@ -372,6 +372,8 @@ boot_pd:
         .section .boot_noinit, "aw", @nobits
         .p2align 12
 boot_pml4:      .skip 4096
+        .globl toro_boot_pdpt
+toro_boot_pdpt:                         /* the memory unit maps RAM beyond the boot map through it */
 boot_pdpt:      .skip 4096
 #ifndef TORO_STATIC_PAGE_TABLES
 boot_pd:        .skip 4096              /* PD0: the first GiB */

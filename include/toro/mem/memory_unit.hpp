@@ -3,13 +3,17 @@
 // physical_memory, and puts one heap per CPU over it. Toro's GetMem/FreeMem are toro::get_mem/free_mem;
 // operator new/delete use them and panic, naming the size, when memory runs out.
 //
-// Still to come (issue 4): mapping RAM beyond the boot shim's map, W^X, per-CPU ids from the process unit.
+// RAM beyond the boot shim's map (toro_boot_mapped_limit) is mapped on first touch, a GiB at a time, by the
+// page-fault handler below, so boot cost stays independent of RAM size. Per-CPU ids come with the process
+// unit.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <new>
 
+#include <toro/arch/x86_64/cpu.hpp>
+#include <toro/arch/x86_64/exceptions.hpp>
 #include <toro/base/expected.hpp>
 #include <toro/boot/boot_info.hpp>
 #include <toro/console/console.hpp>
@@ -20,6 +24,7 @@
 extern "C" {
 extern char __kernel_start[], __kernel_end[]; // src/boot/kernel.ld: code, data, BSS, stacks, page tables
 extern std::uint64_t toro_boot_mapped_limit;  // src/boot/entry.S: the identity map covers [0, this)
+extern std::uint64_t toro_boot_pdpt[512];     // src/boot/entry.S: the map's PDPT (512 GiB)
 }
 
 namespace toro {
@@ -37,6 +42,54 @@ inline constexpr std::uint32_t max_cpus = 8;
 inline physical_memory kernel_pages;
 inline heap_group<physical_memory, kernel_heap_policy, max_cpus> kernel_heap;
 
+// Maps RAM beyond the boot map on first touch: one page directory of 2 MiB pages per GiB, set aside at start
+// below the boot map's limit (so writing it cannot fault) and linked into the live PDPT, whose entry goes
+// from not present to present: no stale TLB entry can exist for it.
+class lazy_ram_map {
+public:
+    static constexpr std::uint64_t gib = std::uint64_t{1} << 30;
+    static constexpr std::uint64_t reach = 512 * gib; // one PDPT
+
+    expected<void> init(physical_memory& pages, std::uint64_t ram_end) {
+        first_gib_ = toro_boot_mapped_limit / gib;
+        const std::uint64_t end_gib = ((ram_end < reach ? ram_end : reach) + gib - 1) / gib;
+        count_ = end_gib > first_gib_ ? end_gib - first_gib_ : 0;
+        if (count_ == 0) return {};
+        auto pd = pages.allocate_pages(count_);
+        if (!pd) return unexpected{pd.error()};
+        if (reinterpret_cast<std::uintptr_t>(*pd) + count_ * page_size > toro_boot_mapped_limit)
+            return unexpected{"no room below the boot map for the page directories of RAM above it", count_};
+        directories_ = reinterpret_cast<std::uint64_t*>(*pd);
+        nx_ = (arch::cpuid(0x80000001).edx >> 20 & 1) != 0 ? std::uint64_t{1} << 63 : 0;
+        return {};
+    }
+
+    // The page-fault handler's part: true when `addr` lies in RAM beyond the boot map and is now mapped.
+    bool map(std::uint64_t addr, const physical_memory& ram) {
+        const std::uint64_t g = addr / gib;
+        if (g < first_gib_ || g >= first_gib_ + count_ || (toro_boot_pdpt[g] & 1) != 0 || !is_ram(addr, ram))
+            return false;
+        std::uint64_t* pd = directories_ + (g - first_gib_) * 512;
+        for (std::uint64_t i = 0; i < 512; ++i) pd[i] = (g * gib + i * (std::uint64_t{2} << 20)) | 0x83 | nx_;
+        __atomic_store_n(&toro_boot_pdpt[g], reinterpret_cast<std::uint64_t>(pd) | 0x3, __ATOMIC_RELEASE);
+        ++mapped_;
+        return true;
+    }
+    std::uint64_t mapped_gib() const { return mapped_; }
+
+private:
+    static bool is_ram(std::uint64_t addr, const physical_memory& ram) {
+        for (std::size_t i = 0; i < ram.region_count(); ++i)
+            if (addr >= ram.region(i).base && addr < ram.region(i).end) return true;
+        return false;
+    }
+
+    std::uint64_t* directories_ = nullptr;
+    std::uint64_t first_gib_ = 0, count_ = 0, mapped_ = 0, nx_ = 0;
+};
+
+inline lazy_ram_map kernel_ram_map;
+
 class memory {
 public:
     static constexpr string_view name = "memory";
@@ -46,9 +99,17 @@ public:
             {0, 0x100000}, // real-mode memory: BIOS data, EBDA, option ROMs, the loaders' boot structures
             {reinterpret_cast<std::uintptr_t>(__kernel_start),
              reinterpret_cast<std::uintptr_t>(__kernel_end)},
-            {toro_boot_mapped_limit, ~std::uint64_t{0}}, // not mapped yet
+            {lazy_ram_map::reach, ~std::uint64_t{0}}, // beyond one PDPT: not mapped
         };
         if (auto r = kernel_pages.init(boot.memory, reserved); !r) return r;
+        std::uint64_t ram_end = 0;
+        for (const memory_region& r : boot.memory.regions())
+            if (r.type == memory_type::usable) ram_end = r.end();
+        if (auto r = kernel_ram_map.init(kernel_pages, ram_end); !r) return r;
+        arch::page_fault_handler = [](const arch::fault_frame& f) {
+            // Not-present faults (error code bit 0 clear) on RAM the boot map does not cover.
+            return (f.error_code & 1) == 0 && kernel_ram_map.map(arch::read_cr2(), kernel_pages);
+        };
         return kernel_heap.init(kernel_pages, 1);
     }
 

@@ -107,6 +107,10 @@ private:
     std::array<idt_gate, 256> gates_{};
 };
 
+// A unit may resolve page faults (the memory unit maps RAM beyond the boot map on first touch): true when the
+// fault is handled and the faulting instruction can be retried.
+inline bool (*page_fault_handler)(const fault_frame&) = nullptr;
+
 // Decodes a #PF error code into words: "write, page not present, kernel".
 struct page_fault_cause {
     std::uint64_t code;
