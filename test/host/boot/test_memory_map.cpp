@@ -1,6 +1,8 @@
 // Host tests for toro::memory_map (normalisation), the boot_info names and the phys_reader models.
 #include <catch2/catch.hpp>
 
+#include "../xorshift.hpp"
+
 #include "boot_test_support.hpp"
 
 #include <cstddef>
@@ -49,18 +51,6 @@ const char* const qemu_expected = "[0x0,0x9fc00) usable\n"
 void add_all(memory_map& m, const std::vector<raw_entry>& entries) {
     for (const auto& e : entries) REQUIRE(m.add(e.base, e.size, e.type));
 }
-
-// A tiny deterministic generator, so failures reproduce.
-struct xorshift {
-    std::uint64_t s;
-    std::uint64_t next() {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        return s;
-    }
-    std::uint64_t below(std::uint64_t n) { return next() % n; }
-};
 
 } // namespace
 

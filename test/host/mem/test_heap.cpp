@@ -3,6 +3,8 @@
 // real threads.
 #include <catch2/catch.hpp>
 
+#include "../xorshift.hpp"
+
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -59,17 +61,6 @@ struct arena {
     }
     std::size_t pages;
     std::unique_ptr<std::byte[]> storage;
-};
-
-struct xorshift {
-    std::uint64_t s;
-    std::uint64_t next() {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        return s;
-    }
-    std::uint64_t below(std::uint64_t n) { return next() % n; }
 };
 
 bool aligned(const void* p, std::size_t a) {

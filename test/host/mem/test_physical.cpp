@@ -6,6 +6,8 @@
 // init, whatever the map's size; pages become resident only once written.
 #include <catch2/catch.hpp>
 
+#include "../xorshift.hpp"
+
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -89,17 +91,6 @@ const std::vector<e820> qemu_q35 = {
     {0x87fe0000, 0x20000, 2}, {0xb0000000, 0x10000000, 2},
     {0xfed1c000, 0x4000, 2},  {0xfffc0000, 0x40000, 2},
     {4 * GiB, 0x78020000, 1},
-};
-
-struct xorshift {
-    std::uint64_t s;
-    std::uint64_t next() {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        return s;
-    }
-    std::uint64_t below(std::uint64_t n) { return next() % n; }
 };
 
 } // namespace
