@@ -252,21 +252,12 @@ start64:
          * with NX, not executable. (With static page tables the assembled entries carry no NX.) */
         lea __text_start(%rip), %rsi
         lea __text_end(%rip), %rdi
-6:      mov %rsi, %rax
-        shr $12, %rax
-        andq $~PTE_WRITE, boot_pt0(, %rax, 8)
-        btrq $63, boot_pt0(, %rax, 8)
-        add $0x1000, %rsi
-        cmp %rdi, %rsi
-        jb 6b
+        mov $~(PTE_WRITE | (1 << 63)), %rdx    /* text: not writable, executable */
+        call restrict_pages
         lea __rodata_start(%rip), %rsi
         lea __rodata_end(%rip), %rdi
-7:      mov %rsi, %rax
-        shr $12, %rax
-        andq $~PTE_WRITE, boot_pt0(, %rax, 8)
-        add $0x1000, %rsi
-        cmp %rdi, %rsi
-        jb 7b
+        mov $~PTE_WRITE, %rdx                   /* rodata: not writable (NX from the fill) */
+        call restrict_pages
 
         lea boot_pml4(%rip), %rax
         mov %rax, %cr3                  /* from here on the bootstrap map is dead */
@@ -318,6 +309,16 @@ fill_entries:
         dec %ecx
         jnz 3b
 4:      ret
+
+/* restrict_pages: AND rdx into the PT0 entries of the pages of [rsi, rdi) (all below 2 MiB). */
+restrict_pages:
+        mov %rsi, %rax
+        shr $12, %rax
+        and %rdx, boot_pt0(, %rax, 8)
+        add $0x1000, %rsi
+        cmp %rdi, %rsi
+        jb restrict_pages
+        ret
 
 /* ---------------------------------------------------------------- memory the shim owns */
         /* Stacks, each above a 4 KiB guard page that start64 unmaps. Not cleared (.bss.stack.* lies outside

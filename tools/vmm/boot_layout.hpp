@@ -335,14 +335,19 @@ struct e820_entry {
 // of memory or to the 32-bit MMIO gap at 3 GiB, and the rest from 4 GiB. Firecracker also lists
 // [0x9fc00, 0xe0000) (>= 1.12) and PCI MMCONFIG (>= 1.13) as reserved; here that space holds neither
 // MP table, ACPI nor PCI, and leaving it out says the same (not RAM).
-inline std::vector<e820_entry> e820_map(std::uint64_t total) {
-    std::vector<e820_entry> map;
-    map.push_back({0, layout::ebda_start, e820_ram});
+// RAM from 1 MiB: up to the 32-bit MMIO gap, and past 4 GiB what does not fit below it. Shared by both maps.
+inline void append_high_ram(std::vector<e820_entry>& map, std::uint64_t total) {
     const std::uint64_t low_end = std::min(total, layout::mmio32_start);
     if (low_end > layout::himem_start)
         map.push_back({layout::himem_start, low_end - layout::himem_start, e820_ram});
     if (total > layout::mmio32_start)
         map.push_back({layout::first_addr_past_32bits, total - layout::mmio32_start, e820_ram});
+}
+
+inline std::vector<e820_entry> e820_map(std::uint64_t total) {
+    std::vector<e820_entry> map;
+    map.push_back({0, layout::ebda_start, e820_ram});
+    append_high_ram(map, total);
     return map;
 }
 
@@ -403,11 +408,7 @@ inline std::vector<e820_entry> pvh_memmap(std::uint64_t total) {
     map.push_back({0, layout::ebda_start, e820_ram});
     map.push_back({layout::ebda_start, layout::system_mem_end - layout::ebda_start, e820_reserved});
     map.push_back({layout::pci_mmconfig_start, layout::pci_mmconfig_size, e820_reserved});
-    const std::uint64_t low_end = std::min(total, layout::mmio32_start);
-    if (low_end > layout::himem_start)
-        map.push_back({layout::himem_start, low_end - layout::himem_start, e820_ram});
-    if (total > layout::mmio32_start)
-        map.push_back({layout::first_addr_past_32bits, total - layout::mmio32_start, e820_ram});
+    append_high_ram(map, total);
     return map;
 }
 
