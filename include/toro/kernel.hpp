@@ -113,6 +113,7 @@ inline bool handling_fault = false;
         const std::uint64_t page = arch::read_cr2() & ~std::uint64_t{0xfff};
         for (std::uint64_t guard : toro_stack_guards)
             if (page == guard) print("  the fault address is a stack guard page: kernel stack overflow\n");
+        if (arch::stack_overflow_note) arch::stack_overflow_note(arch::read_cr2());
     }
     print_backtrace(f.rip, f.rbp);
     print("toro: panic: unhandled CPU exception {}\n", e.mnemonic);
@@ -125,14 +126,17 @@ template <class App, class Entry>
 [[noreturn]] void kernel_main(Entry&& entry) {
     if constexpr (config::profile_boot) arch::debug_exit(0); // must stay the first statement
     const std::uint64_t tsc_kernel_main = arch::rdtsc();
+    // Per-CPU data first: print (the console lock), panics (backtraces) and the heap read it. The process
+    // unit updates the stack range on every context switch.
+    arch::install_cpu_local(0);
     // Fault reporting first, so that a fault anywhere after this (constructors included) is reported.
     boot_cpu_tables.load({reinterpret_cast<std::uintptr_t>(toro_ist_double_fault_top),
                           reinterpret_cast<std::uintptr_t>(toro_ist_nmi_top),
                           reinterpret_cast<std::uintptr_t>(toro_ist_machine_check_top)});
     kernel_idt.install_exception_stubs();
     kernel_idt.load();
-    current_stack = {reinterpret_cast<std::uintptr_t>(boot_stack_bottom),
-                     reinterpret_cast<std::uintptr_t>(boot_stack_top)};
+    arch::cpu_locals[0].stack = {reinterpret_cast<std::uintptr_t>(boot_stack_bottom),
+                                 reinterpret_cast<std::uintptr_t>(boot_stack_top)};
     for (auto* f = __init_array_start; f != __init_array_end; ++f) (*f)();
     console_init();
 

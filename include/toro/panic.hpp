@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include <toro/arch/x86_64/backtrace.hpp>
+#include <toro/arch/x86_64/cpu_local.hpp>
 #include <toro/arch/x86_64/shutdown.hpp>
 #include <toro/base/string_view.hpp>
 #include <toro/console/console.hpp>
@@ -14,15 +15,11 @@ namespace toro {
 // The status every panic exits with (CloudIt prints "guest panicked" for it). 101, as Rust's test harness.
 inline constexpr int panic_status = 101;
 
-// The stack the current code runs on, for backtraces. The boot CPU starts on the boot stack; the process unit
-// updates it on every context switch.
-inline arch::stack_range current_stack;
-
 inline void print_backtrace(std::uintptr_t first_ip, std::uintptr_t rbp) {
     print("  backtrace:\n");
     unsigned n = 0;
     if (first_ip != 0) print("    #{} {:#018x}\n", n++, first_ip);
-    arch::walk_frames(rbp, current_stack, [&](std::uintptr_t ret) {
+    arch::walk_frames(rbp, arch::this_cpu().stack, [&](std::uintptr_t ret) {
         // A return address points after the call; report the call itself for the symbolizer.
         print("    #{} {:#018x}\n", n++, ret - 1);
     });

@@ -1,4 +1,5 @@
-"""./cloudit bench boot|size|build: boot cost against each path's floor, image sizes, build times.
+"""./cloudit bench boot|size|build|mem|sched: boot cost against each path's floor, image sizes, build times,
+heap and scheduler costs.
 
 Boot: for every path, launch -> exit wall time of `hello --profile-boot` (kernel_main's first statement exits)
 and of the floor guest (test/qemu/floor: its first instruction exits, same VMM flags), interleaved run by run
@@ -221,6 +222,90 @@ def bench_mem(args):
     if boot["128M"] and boot["16G"]:
         print(f"boot to the app's entry with the memory unit ({accel}, microvm, guest TSC, median of {args.runs}): "
               f"128M {boot['128M']:.0f} cycles, 16G {boot['16G']:.0f} cycles, ratio {boot['16G'] / boot['128M']:.3f}")
+    return 0
+
+
+SCHED_HOST = re.compile(r"^(\w+)\s+toro ([\d.]+) ns \(([\d.]+)-([\d.]+)\)\s+linux ([\d.]+) ns "
+                        r"\(([\d.]+)-([\d.]+)\)\s+toro/linux ([\d.]+)", re.M)
+SCHED_GUEST = re.compile(r"bench: yield_ns (\d+) create_join_ns (\d+) remote_start_ns (\d+) sleep_late_avg_ns (\d+) "
+                         r"sleep_late_max_ns (\d+) cpus (\d+)")
+GUEST_FIELDS = ["yield_ns", "create_join_ns", "remote_start_ns", "sleep_late_avg_ns", "sleep_late_max_ns"]
+
+
+def bench_sched(args):
+    """The process unit: the scheduler on the host against Linux (tools/bench/sched_bench, same run), the same
+    operations in the guest (test/qemu/proc `bench`, -smp 2), and the boot cost of the process unit: guest TSC
+    to the app's entry for test/qemu/proc at -smp 1 and -smp 4 against hello (and test/qemu/mem, the memory
+    unit without the process unit) at -smp 1, interleaved."""
+    deps.ensure(deps.RUN)
+    bdir = os.path.join(ROOT, "build", "default")
+    builder.configure(ROOT, bdir)
+    if not builder.ninja(bdir, ["tools/sched_bench", "test/qemu/proc.elf", "test/qemu/mem.elf",
+                             "examples/hello/hello.elf"]):
+        raise CloudItError("could not build tools/sched_bench, test/qemu/proc, test/qemu/mem and hello")
+    out = {"runs": args.runs}
+
+    r = subprocess.run([os.path.join(bdir, "tools", "sched_bench"), str(args.runs)], stdout=subprocess.PIPE,
+                       text=True)
+    if r.returncode != 0:
+        raise CloudItError(f"sched_bench exited {r.returncode}:\n{r.stdout}")
+    print("host (tools/sched_bench):\n" + r.stdout)
+    out["host"] = {m.group(1): {"toro_ns": {"median": float(m.group(2)), "min": float(m.group(3)),
+                                            "max": float(m.group(4))},
+                                "linux_ns": {"median": float(m.group(5)), "min": float(m.group(6)),
+                                             "max": float(m.group(7))},
+                                "ratio": float(m.group(8))}
+                   for m in SCHED_HOST.finditer(r.stdout)}
+
+    accel, cpu = vm.choose_accel(args.accel)
+    out.update(accel=accel, cpu=cpu)
+    proc_k = builder.kernel_paths(builder.Appliance(os.path.join(ROOT, "test", "qemu", "proc")), bdir)
+    hello_k = builder.kernel_paths(builder.Appliance("hello"), bdir)
+    samples = {f: [] for f in GUEST_FIELDS}
+    for _ in range(args.runs):
+        res = vm.boot(vm.vm_command(proc_k, "microvm", accel, cpu, smp=2, cmdline="bench"), 600, echo=False)
+        m = SCHED_GUEST.search(res.output)
+        if not m:
+            say(f"test/qemu/proc bench printed no bench line (status {res.status}, timed out {res.timed_out}):\n"
+                + "\n".join(res.output.splitlines()[-8:]))
+            continue
+        for f, v in zip(GUEST_FIELDS, m.groups()):
+            samples[f].append(int(v))
+    if samples["yield_ns"]:
+        out["guest"] = {f: _stats(xs) for f, xs in samples.items()}
+        out["guest"]["boots"] = len(samples["yield_ns"])
+        g = out["guest"]
+        print(f"guest ({accel}, microvm -smp 2, test/qemu/proc bench, median of {g['boots']} boots (min-max), ns):")
+        for f in GUEST_FIELDS:
+            print(f"  {f:18} {g[f]['median']:.0f} ({g[f]['min']:.0f}-{g[f]['max']:.0f})")
+
+    # hello: the core alone (the baseline); mem: the core and the memory unit, which proc names before process.
+    mem_k = builder.kernel_paths(builder.Appliance(os.path.join(ROOT, "test", "qemu", "mem")), bdir)
+    configs = [("hello_smp1", hello_k, 1, "toro.boot_trace"), ("mem_smp1", mem_k, 1, "toro.boot_trace"),
+               ("proc_smp1", proc_k, 1, "cpus toro.boot_trace"), ("proc_smp4", proc_k, 4, "cpus toro.boot_trace")]
+    cycles = {name: [] for name, *_ in configs}
+    for _ in range(args.runs):  # interleaved, so every configuration sees the same noise
+        for name, kernels, smp, cmdline in configs:
+            res = vm.boot(vm.vm_command(kernels, "microvm", accel, cpu, smp=smp, cmdline=cmdline), 300, echo=False)
+            m = re.search(r"-> app entry (\d+) cycles", res.output)
+            if m:
+                cycles[name].append(int(m.group(1)))
+    if all(cycles.values()):
+        base = statistics.median(cycles["hello_smp1"])
+        mhz = host_tsc_mhz()
+        out["boot_app_entry_cycles"] = {name: dict(_stats(xs), ratio_to_hello=round(statistics.median(xs) / base, 3))
+                                        for name, xs in cycles.items()}
+        out["tsc_mhz"] = mhz
+        print(f"\nboot to the app's entry ({accel}, microvm, guest TSC, median of {args.runs} (min-max), cycles):")
+        for name, s in out["boot_app_entry_cycles"].items():
+            ms = f" = {s['median'] / mhz / 1000:.2f} ms" if mhz else ""
+            print(f"  {name:11} {s['median']:.0f} ({s['min']:.0f}-{s['max']:.0f}){ms}, /hello {s['ratio_to_hello']}")
+    else:
+        say("no boot trace from some configuration: " + ", ".join(f"{k} {len(v)}" for k, v in cycles.items()))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=2)
+        say(f"wrote {args.json}")
     return 0
 
 

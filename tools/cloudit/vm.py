@@ -17,7 +17,8 @@ PANIC_STATUS = 101  # toro::panic_status
 # Each QEMU path: machine flags, and which kernel it loads (PVH ELF64 or the Multiboot ELF32 wrapper).
 # "grub" boots an ISO (cloudit image) from disk under SeaBIOS; "kvm" is toro's own launcher (tools/vmm).
 QEMU_PATHS = {
-    "microvm": (["-M", "microvm,x-option-roms=off,pit=off,pic=off,rtc=off"], "elf64"),
+    # microvm keeps its PIT: the only clock to calibrate the TSC against under TCG (no CPUID leaf, no kvmclock).
+    "microvm": (["-M", "microvm,x-option-roms=off,pit=on,pic=off,rtc=off"], "elf64"),
     "qboot": (["-M", "pc", "-bios", "/usr/share/qemu/qboot.rom"], "elf32"),
     "seabios": (["-M", "pc"], "elf32"),
     "grub": (["-M", "pc"], "iso"),
@@ -151,9 +152,17 @@ def vm_command(kernels, vmm="microvm", accel="tcg", cpu="max", smp=1, mem="128M"
 
 
 class Result:
-    def __init__(self, status, output, qemu_stderr, timed_out, elapsed):
+    def __init__(self, status, output, qemu_stderr, timed_out, elapsed, marks=None):
         self.status, self.output, self.qemu_stderr = status, output, qemu_stderr
         self.timed_out, self.elapsed = timed_out, elapsed
+        self.marks = marks or {}  # console text -> (VMM process CPU seconds, wall seconds) when it appeared
+
+
+def process_cpu_seconds(pid):
+    """User + system CPU time of a running process (Linux /proc), in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _qemu_failed(rc, stderr):
@@ -162,14 +171,16 @@ def _qemu_failed(rc, stderr):
     return rc < 0 or (rc == 1 and errors) or (rc not in (0, 1) and rc % 2 == 0)
 
 
-def boot(cmd, timeout=30.0, echo=True):
+def boot(cmd, timeout=30.0, echo=True, marks=()):
     """Runs QEMU, streaming the serial console (QEMU's stdout) to our stdout; returns a Result whose status is
-    the guest's (isa-debug-exit's (s << 1) | 1 mapped back to s)."""
+    the guest's (isa-debug-exit's (s << 1) | 1 mapped back to s). For each text in `marks`, the VMM's CPU time
+    and the wall time are taken when the text first appears on the console (Result.marks)."""
     if cmd[0] == QEMU and shutil.which(QEMU) is None:
         raise CloudItError(f"{QEMU} not found: install it with apt-get install qemu-system-x86")
     start = time.monotonic()
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, err = bytearray(), bytearray()
+    seen = {}
 
     def pump(src, sink, to_stdout):
         while True:
@@ -177,6 +188,12 @@ def boot(cmd, timeout=30.0, echo=True):
             if not chunk:
                 return
             sink.extend(chunk)
+            for m in marks:
+                if m not in seen and m.encode() in sink:
+                    try:
+                        seen[m] = (process_cpu_seconds(proc.pid), time.monotonic() - start)
+                    except OSError:
+                        pass
             if to_stdout:
                 try:
                     sys.stdout.buffer.write(chunk)
@@ -201,11 +218,11 @@ def boot(cmd, timeout=30.0, echo=True):
     output = out.decode(errors="replace").replace("\r\n", "\n")
     stderr = err.decode(errors="replace")
     if timed_out:
-        return Result(None, output, stderr, True, elapsed)
+        return Result(None, output, stderr, True, elapsed, seen)
     if _qemu_failed(rc, stderr):
         raise CloudItError(f"{os.path.basename(cmd[0])} failed (exit code {rc}):\n{stderr.strip()}\n  command: {' '.join(cmd)}")
     status = rc >> 1 if rc % 2 == 1 else None  # 0: reset or power-off without a status
-    return Result(status, output, stderr, False, elapsed)
+    return Result(status, output, stderr, False, elapsed, seen)
 
 
 def symbolize(elf, output):

@@ -60,6 +60,7 @@ public:
     constexpr const T* operator->() const { return &storage_.value; }
     constexpr T& operator*() & { return storage_.value; }
     constexpr const T& operator*() const& { return storage_.value; }
+    constexpr T&& operator*() && { return std::move(storage_.value); }
     constexpr const toro::error& error() const { return storage_.err; }
 
 private:

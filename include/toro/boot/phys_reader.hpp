@@ -22,6 +22,14 @@ concept phys_reader = requires(Reader& r, std::uint64_t phys_addr, void* dst, st
     { r.read(phys_addr, dst, len) } -> std::same_as<bool>;
 };
 
+// A reader that can also hand out a pointer to n readable bytes (nullptr if any is not readable): firmware
+// scans (128 KiB of BIOS area in 16-byte steps) then cost one load per step instead of copies. Where a
+// hypervisor emulates every guest instruction, that is the difference between ~50 ms and ~250 ms of boot.
+template <class Reader>
+concept phys_viewer = phys_reader<Reader> && requires(Reader& r, std::uint64_t phys_addr, std::size_t len) {
+    { r.view(phys_addr, len) } -> std::same_as<const std::byte*>;
+};
+
 // Models phys_reader and nothing more: not copyable, not movable, no const read. Code written against
 // the concept must instantiate with it (the host tests do).
 struct phys_reader_archetype {
@@ -60,8 +68,14 @@ struct span_phys_reader {
         detail::copy_bytes(dst, bytes.data() + off, len);
         return true;
     }
+    const std::byte* view(std::uint64_t phys_addr, std::size_t len) const {
+        if (phys_addr < base) return nullptr;
+        const std::uint64_t off = phys_addr - base;
+        if (off > bytes.size() || len > bytes.size() - off) return nullptr;
+        return bytes.data() + off;
+    }
 };
-static_assert(phys_reader<span_phys_reader>);
+static_assert(phys_viewer<span_phys_reader>);
 
 // The kernel's reader: physical memory in [low, high) is identity-mapped, so an address is a pointer.
 // The kernel passes low = 4096 because page 0 stays unmapped as a NULL guard.

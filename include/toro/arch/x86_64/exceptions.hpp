@@ -111,6 +111,9 @@ private:
 // fault is handled and the faulting instruction can be retried.
 inline bool (*page_fault_handler)(const fault_frame&) = nullptr;
 
+// The process unit says whether a #PF/#DF address is a thread's stack guard page (prints a line if so).
+inline void (*stack_overflow_note)(std::uint64_t address) = nullptr;
+
 // Decodes a #PF error code into words: "write, page not present, kernel".
 struct page_fault_cause {
     std::uint64_t code;

@@ -1,0 +1,216 @@
+// HOST-ONLY. mock_lapic_bus: a scripted MMIO + MSR bus for local-APIC and clock tests.
+//
+// It models both mmio32_bus and msr_bus, over one transcript, so a test instantiates the real access
+// providers on it (xapic_mmio<mock_lapic_bus::ref, mock_lapic_bus::ref>, x2apic_msr<mock_lapic_bus::ref>)
+// and checks every register access the driver makes, in order:
+//
+//   mock_lapic_bus bus;
+//   bus.expect_mmio_write(0xf0, 0x1ff)          // SVR: enable, vector 0xff
+//      .expect_wrmsr(0x6e0, 12345);             // IA32_TSC_DEADLINE
+//   ...driver runs...
+//   INFO(bus.report()); CHECK(bus.done());
+//
+// Mismatches read like "access 3: expected MMIO write 0x000001ff to +0x0f0 (SVR), got MMIO read of +0x390
+// (timer current count)". on_wrmsr() lets a test play the other side of an MSR (a hypervisor filling
+// kvmclock's page). Uses <string>/<vector>/<functional>: never include it from kernel code.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <toro/arch/x86_64/lapic.hpp>
+
+namespace toro::testing {
+
+inline std::string lapic_register_name(std::uint32_t offset) {
+    using r = toro::arch::lapic_reg;
+    switch (static_cast<r>(offset)) {
+    case r::id:
+        return "ID";
+    case r::version:
+        return "version";
+    case r::tpr:
+        return "TPR";
+    case r::eoi:
+        return "EOI";
+    case r::svr:
+        return "SVR";
+    case r::esr:
+        return "ESR";
+    case r::icr_low:
+        return "ICR low";
+    case r::icr_high:
+        return "ICR high";
+    case r::lvt_timer:
+        return "LVT timer";
+    case r::lvt_lint0:
+        return "LVT LINT0";
+    case r::lvt_lint1:
+        return "LVT LINT1";
+    case r::lvt_error:
+        return "LVT error";
+    case r::timer_initial:
+        return "timer initial count";
+    case r::timer_current:
+        return "timer current count";
+    case r::timer_divide:
+        return "timer divide";
+    }
+    return "";
+}
+
+inline std::string msr_name(std::uint32_t msr) {
+    if (msr == toro::arch::msr_apic_base) return "IA32_APIC_BASE";
+    if (msr == toro::arch::msr_tsc_deadline) return "IA32_TSC_DEADLINE";
+    if (msr == toro::arch::msr_kvm_system_time_new) return "MSR_KVM_SYSTEM_TIME_NEW";
+    if (msr == toro::arch::msr_x2apic_icr) return "x2APIC ICR";
+    if (msr >= 0x800 && msr < 0x840) {
+        const std::string n = lapic_register_name((msr - 0x800) * 16);
+        if (!n.empty()) return "x2APIC " + n;
+    }
+    return "";
+}
+
+class mock_lapic_bus {
+public:
+    static constexpr std::size_t max_failures = 20;
+
+    enum class kind { mmio_read, mmio_write, rdmsr, wrmsr };
+
+    // A copyable handle: what the access providers hold.
+    struct ref {
+        mock_lapic_bus* bus;
+        std::uint32_t read32(std::uint32_t offset) const { return bus->read32(offset); }
+        void write32(std::uint32_t offset, std::uint32_t v) const { bus->write32(offset, v); }
+        std::uint64_t rdmsr(std::uint32_t msr) const { return bus->rdmsr(msr); }
+        void wrmsr(std::uint32_t msr, std::uint64_t v) const { bus->wrmsr(msr, v); }
+    };
+    ref handle() { return {this}; }
+
+    mock_lapic_bus& expect_mmio_write(std::uint32_t offset, std::uint32_t value) {
+        return add({kind::mmio_write, offset, value, 1});
+    }
+    mock_lapic_bus& expect_mmio_read(std::uint32_t offset, std::uint32_t value, std::size_t times = 1) {
+        return times == 0 ? *this : add({kind::mmio_read, offset, value, times});
+    }
+    mock_lapic_bus& expect_wrmsr(std::uint32_t msr, std::uint64_t value) {
+        return add({kind::wrmsr, msr, value, 1});
+    }
+    mock_lapic_bus& expect_rdmsr(std::uint32_t msr, std::uint64_t value, std::size_t times = 1) {
+        return times == 0 ? *this : add({kind::rdmsr, msr, value, times});
+    }
+    // Called after every wrmsr the script accepted or not (the test's model of the MSR's side effect).
+    void on_wrmsr(std::function<void(std::uint32_t, std::uint64_t)> f) { on_wrmsr_ = std::move(f); }
+
+    std::uint32_t read32(std::uint32_t offset) {
+        return static_cast<std::uint32_t>(access({kind::mmio_read, offset, 0, 1}, 0xffffffff));
+    }
+    void write32(std::uint32_t offset, std::uint32_t v) { access({kind::mmio_write, offset, v, 1}, 0); }
+    std::uint64_t rdmsr(std::uint32_t msr) { return access({kind::rdmsr, msr, 0, 1}, 0); }
+    void wrmsr(std::uint32_t msr, std::uint64_t v) {
+        access({kind::wrmsr, msr, v, 1}, 0);
+        if (on_wrmsr_) on_wrmsr_(msr, v);
+    }
+
+    std::vector<std::string> failures() const {
+        std::vector<std::string> all = failures_;
+        if (dropped_ != 0) all.push_back("... and " + std::to_string(dropped_) + " more failures");
+        if (pos_ < script_.size()) {
+            std::size_t missing = script_[pos_].times - used_;
+            for (std::size_t i = pos_ + 1; i < script_.size(); ++i) missing += script_[i].times;
+            all.push_back("access " + std::to_string(accesses_ + 1) + ": expected " +
+                          describe(remaining(script_[pos_])) + ", never happened (" +
+                          std::to_string(missing) + " expected accesses missing)");
+        }
+        return all;
+    }
+    bool done() const { return failures().empty(); }
+    std::string report() const {
+        std::string out;
+        for (const std::string& f : failures()) out += f + "\n";
+        return out;
+    }
+    std::size_t accesses() const { return accesses_; }
+
+private:
+    struct step {
+        kind k;
+        std::uint32_t address;
+        std::uint64_t value;
+        std::size_t times;
+    };
+
+    static bool is_write(kind k) { return k == kind::mmio_write || k == kind::wrmsr; }
+
+    mock_lapic_bus& add(step s) {
+        script_.push_back(s);
+        return *this;
+    }
+
+    // Checks `got` against the next step; returns the scripted value for a read (`floating` if none).
+    std::uint64_t access(step got, std::uint64_t floating) {
+        const step* s = pos_ < script_.size() ? &script_[pos_] : nullptr;
+        if (s == nullptr)
+            fail("unexpected " + describe(got) + " after the script ended");
+        else if (s->k != got.k || s->address != got.address || (is_write(got.k) && s->value != got.value))
+            fail("expected " + describe(remaining(*s)) + ", got " + describe(got));
+        const std::uint64_t result = s != nullptr && s->k == got.k && !is_write(s->k) ? s->value : floating;
+        ++accesses_;
+        if (pos_ < script_.size() && ++used_ == script_[pos_].times) {
+            ++pos_;
+            used_ = 0;
+        }
+        return result;
+    }
+    step remaining(step s) const {
+        s.times -= used_;
+        return s;
+    }
+    void fail(const std::string& what) {
+        if (failures_.size() < max_failures)
+            failures_.push_back("access " + std::to_string(accesses_ + 1) + ": " + what);
+        else
+            ++dropped_;
+    }
+    static std::string describe(const step& s) {
+        char buf[128];
+        const bool mmio = s.k == kind::mmio_read || s.k == kind::mmio_write;
+        const std::string name = mmio ? lapic_register_name(s.address) : msr_name(s.address);
+        const std::string times = s.times > 1 ? std::to_string(s.times) + " " : "";
+        switch (s.k) {
+        case kind::mmio_write:
+            std::snprintf(buf, sizeof buf, "MMIO write 0x%08x to +0x%03x", static_cast<unsigned>(s.value),
+                          s.address);
+            break;
+        case kind::mmio_read:
+            std::snprintf(buf, sizeof buf, "%sMMIO read%s of +0x%03x", times.c_str(), s.times > 1 ? "s" : "",
+                          s.address);
+            break;
+        case kind::wrmsr:
+            std::snprintf(buf, sizeof buf, "wrmsr 0x%x <- 0x%016llx", s.address,
+                          static_cast<unsigned long long>(s.value));
+            break;
+        case kind::rdmsr:
+            std::snprintf(buf, sizeof buf, "%srdmsr%s 0x%x", times.c_str(), s.times > 1 ? "s" : "",
+                          s.address);
+            break;
+        }
+        std::string out = buf;
+        if (!name.empty()) out += " (" + name + ")";
+        return out;
+    }
+
+    std::vector<step> script_;
+    std::size_t pos_ = 0, used_ = 0, accesses_ = 0, dropped_ = 0;
+    std::vector<std::string> failures_;
+    std::function<void(std::uint32_t, std::uint64_t)> on_wrmsr_;
+};
+
+static_assert(toro::arch::mmio32_bus<mock_lapic_bus::ref>);
+static_assert(toro::arch::msr_bus<mock_lapic_bus::ref>);
+
+} // namespace toro::testing
