@@ -119,7 +119,7 @@ QEMU_CASES = [
     ("protection/execute-data", "test/qemu/fault", "microvm", "execdata", 101,
      [FAULT_HEADER.format("#PF", "page fault", 14), r"\(instruction fetch, protection violation, kernel"]),
     ("fault/exit-status", "test/qemu/fault", "microvm", "exit=42", 42, [r"fault test: exit=42"]),
-    # Process unit: CPUs from the MADT (microvm, pc), the MP table (microvm acpi=off), none (the launcher).
+    # Process unit: CPUs from the MADT (microvm, pc, the launcher), the MP table (microvm acpi=off).
     ("proc/threads-on-4-cpus-madt", "test/qemu/proc", "microvm", "cpus", 0, proc_cpus(4) +
      [r"asked for CPU 3, runs on CPU 3 \(APIC id 3\)"], ["-smp", "4"]),
     ("proc/threads-on-4-cpus-mp-table", "test/qemu/proc", "microvm", "cpus", 0, proc_cpus(4),

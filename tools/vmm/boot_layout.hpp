@@ -14,6 +14,8 @@
 //   0x7000   Linux64: boot_params (the zero page), rsi points here      0x8ff0  Linux64: rsp = rbp
 //   0x9000   Linux64: PML4 -> 0xa000 PDPT -> 0xb000 PD: 512 x 2 MiB, identity map of the first 1 GiB
 //   0x20000  kernel command line (NUL-terminated, at most 2048 bytes with the NUL)
+//   0xe0000  ACPI: RSDP, then at 0xe0040 the XSDT and at 0xe0080 the MADT (one vCPU, the IOAPIC); not RAM
+//            in either memory map
 //   1 MiB    the kernel's PT_LOAD segments at their p_paddr (HIMEM_START)
 //   3 GiB    32-bit MMIO gap up to 4 GiB (the boot timer lives at its start); RAM beyond 3 GiB is
 //            placed from 4 GiB on.
@@ -67,6 +69,15 @@ inline constexpr std::uint64_t pvh_start_info_addr = 0x6000;
 inline constexpr std::uint64_t pvh_memmap_addr = 0x7000;
 // Firecracker's [SYSTEM_MEM_START, RSDP_ADDR): reserved for the MP table and ACPI (EBDA to 0xe0000).
 inline constexpr std::uint64_t system_mem_end = 0xe0000;
+// ACPI (Firecracker >= 1.8's RSDP_ADDR): the RSDP at the start of the BIOS area, the first place a scan
+// looks. Firecracker allocates its other tables from [0x9fc00, 0xe0000); toro-vmm puts its two right after
+// the RSDP, so all of ACPI is one block in the [0xe0000, 1 MiB) hole that neither memory map calls RAM.
+inline constexpr std::uint64_t rsdp_addr = 0xe0000;
+inline constexpr std::uint64_t xsdt_addr = 0xe0040;
+inline constexpr std::uint64_t madt_addr = 0xe0080;
+inline constexpr std::uint64_t acpi_end = 0xe00c0;       // past the MADT with its IOAPIC entry (64 bytes)
+inline constexpr std::uint32_t lapic_addr = 0xfee00000;  // Firecracker's APIC_ADDR (the xAPIC default)
+inline constexpr std::uint32_t ioapic_addr = 0xfec00000; // IOAPIC_ADDR: where KVM's in-kernel IOAPIC sits
 // Firecracker >= 1.13's PCI_MMCONFIG_START/SIZE: the last 256 MiB below the IOAPIC (0xfec00000).
 inline constexpr std::uint64_t pci_mmconfig_start = 0xfec00000 - (256ull << 20);
 inline constexpr std::uint64_t pci_mmconfig_size = 256ull << 20;
@@ -125,20 +136,24 @@ struct boot_structure {
     std::uint64_t size;
     const char* name;
 };
-inline constexpr std::array<boot_structure, 6> linux64_boot_structures{{
+inline constexpr boot_structure acpi_structure{layout::rsdp_addr, layout::acpi_end - layout::rsdp_addr,
+                                               "the ACPI tables (RSDP, XSDT, MADT)"};
+inline constexpr std::array<boot_structure, 7> linux64_boot_structures{{
     {layout::gdt_addr, 4 * 8, "the GDT"},
     {layout::idt_addr, 8, "the IDT"},
     {layout::zero_page_addr, layout::zero_page_size, "the zero page (boot_params)"},
     {layout::zero_page_addr + layout::zero_page_size, 0x1000, "the boot stack"},
     {layout::pml4_addr, 3 * 0x1000, "the boot page tables"},
     {layout::cmdline_addr, layout::cmdline_max_size, "the command line"},
+    acpi_structure,
 }};
-inline constexpr std::array<boot_structure, 5> pvh_boot_structures{{
+inline constexpr std::array<boot_structure, 6> pvh_boot_structures{{
     {layout::gdt_addr, 4 * 8, "the GDT"},
     {layout::idt_addr, 8, "the IDT"},
     {layout::pvh_start_info_addr, pvh_offsets::start_info_size, "the PVH start info (hvm_start_info)"},
     {layout::pvh_memmap_addr, pvh_memmap_max_entries* pvh_offsets::memmap_entry_size, "the PVH memory map"},
     {layout::cmdline_addr, layout::cmdline_max_size, "the command line"},
+    acpi_structure,
 }};
 
 inline std::span<const boot_structure> boot_structures(boot_mode m) {
@@ -148,9 +163,10 @@ inline std::span<const boot_structure> boot_structures(boot_mode m) {
 
 // Offsets in struct boot_params (Linux arch/x86/include/uapi/asm/bootparam.h); hdr starts at 0x1f1.
 namespace zero_page_offsets {
-inline constexpr std::size_t e820_entries = 0x1e8; // u8
-inline constexpr std::size_t boot_flag = 0x1fe;    // u16, 0xaa55
-inline constexpr std::size_t header = 0x202;       // u32, "HdrS"
+inline constexpr std::size_t acpi_rsdp_addr = 0x070; // u64
+inline constexpr std::size_t e820_entries = 0x1e8;   // u8
+inline constexpr std::size_t boot_flag = 0x1fe;      // u16, 0xaa55
+inline constexpr std::size_t header = 0x202;         // u32, "HdrS"
 inline constexpr std::size_t type_of_loader = 0x210;
 inline constexpr std::size_t cmd_line_ptr = 0x228;     // u32
 inline constexpr std::size_t kernel_alignment = 0x230; // u32
@@ -334,7 +350,8 @@ struct e820_entry {
 // Firecracker's e820 map for a guest of `total` bytes: RAM below the EBDA, RAM from 1 MiB to the end
 // of memory or to the 32-bit MMIO gap at 3 GiB, and the rest from 4 GiB. Firecracker also lists
 // [0x9fc00, 0xe0000) (>= 1.12) and PCI MMCONFIG (>= 1.13) as reserved; here that space holds neither
-// MP table, ACPI nor PCI, and leaving it out says the same (not RAM).
+// MP table nor PCI, and leaving it out says the same (not RAM). The ACPI tables at 0xe0000 are in the
+// [0xe0000, 1 MiB) hole, which Firecracker does not list either: not RAM, so no allocator hands it out.
 // RAM from 1 MiB: up to the 32-bit MMIO gap, and past 4 GiB what does not fit below it. Shared by both maps.
 inline void append_high_ram(std::vector<e820_entry>& map, std::uint64_t total) {
     const std::uint64_t low_end = std::min(total, layout::mmio32_start);
@@ -380,6 +397,8 @@ inline status write_zero_page(std::span<std::uint8_t> mem, std::uint64_t total, 
     if (auto r = detail::check_cmdline(mem, cmdline, "the zero page"); !r) return r;
 
     const std::uint64_t zp = layout::zero_page_addr;
+    // Firecracker sets acpi_rsdp_addr (Linux >= 5.0 reads it): the kernel need not scan for the RSDP.
+    detail::store_le(mem, zp + off::acpi_rsdp_addr, layout::rsdp_addr, 8);
     detail::store_le(mem, zp + off::boot_flag, boot_flag_magic, 2);
     detail::store_le(mem, zp + off::header, hdr_magic, 4);
     detail::store_le(mem, zp + off::type_of_loader, loader_other, 1);
@@ -413,8 +432,9 @@ inline std::vector<e820_entry> pvh_memmap(std::uint64_t total) {
 }
 
 // Fills hvm_start_info at 0x6000 as Firecracker's configure_pvh does (magic, version 1, cmdline_paddr,
-// memmap_paddr, memmap_entries; no modules, flags 0, rsdp_paddr 0 — Firecracker leaves the RSDP to be
-// found by its EBDA scan, and toro-vmm has no ACPI), its memory map at 0x7000 and `cmdline` at 0x20000.
+// memmap_paddr, memmap_entries; no modules, flags 0), its memory map at 0x7000 and `cmdline` at 0x20000.
+// rsdp_paddr is the RSDP at 0xe0000: Firecracker leaves it 0, for the guest to find the RSDP by the
+// standard scan (which starts at 0xe0000), but the PVH ABI has the field so that no scan is needed.
 inline status write_pvh_start_info(std::span<std::uint8_t> mem, std::uint64_t total,
                                    std::string_view cmdline) {
     namespace off = pvh_offsets;
@@ -426,6 +446,7 @@ inline status write_pvh_start_info(std::span<std::uint8_t> mem, std::uint64_t to
     detail::store_le(mem, si + off::magic, pvh_start_info_magic, 4);
     detail::store_le(mem, si + off::version, pvh_start_info_version, 4);
     detail::store_le(mem, si + off::cmdline_paddr, layout::cmdline_addr, 8);
+    detail::store_le(mem, si + off::rsdp_paddr, layout::rsdp_addr, 8);
     detail::store_le(mem, si + off::memmap_paddr, layout::pvh_memmap_addr, 8);
     detail::store_le(mem, si + off::memmap_entries, map.size(), 4);
     for (std::size_t i = 0; i < map.size(); ++i) {
@@ -435,6 +456,128 @@ inline status write_pvh_start_info(std::span<std::uint8_t> mem, std::uint64_t to
         detail::store_le(mem, e + 16, map[i].type, 4);
     }
     detail::copy_cmdline(mem, cmdline);
+    return ok();
+}
+
+// ACPI tables (ACPI 6.5 sections 5.2.5-5.2.12), as Firecracker's acpi-tables crate lays them out, minus
+// its FADT and DSDT: toro reads only the MADT, to find the CPUs. Given neither ACPI nor an MP table, the
+// kernel scans the EBDA, base memory and the BIOS area for both, which cost ~200M cycles (~75 ms) of boot
+// on a host whose KVM emulates the guest's instructions.
+// Byte for byte: an RSDP of revision 2 with both checksums and the XSDT's address (no RSDT: an ACPI 2.0
+// reader takes the XSDT), an XSDT listing the MADT, and the MADT: local APIC at 0xfee00000, flags 0 (no
+// 8259s to mask: PCAT_COMPAT clear, as Firecracker's), the IOAPIC when there is one, then the vCPU's
+// local APIC. Every address is absolute; the bytes go at layout::rsdp_addr.
+
+// Whether the VM has an IOAPIC for the MADT to list: KVM_CREATE_IRQCHIP makes one (24 pins at 0xfec00000,
+// ID register 0, GSI base 0), as Firecracker's VMs always have.
+enum class ioapic_presence { absent, present };
+
+namespace acpi_offsets {
+// RSDP (5.2.5.3): 36 bytes.
+inline constexpr std::size_t rsdp_checksum = 8;           // u8: the first 20 bytes sum to 0
+inline constexpr std::size_t rsdp_oem_id = 9;             // 6 bytes
+inline constexpr std::size_t rsdp_revision = 15;          // u8, 2: ACPI 2.0 and later
+inline constexpr std::size_t rsdp_rsdt = 16;              // u32
+inline constexpr std::size_t rsdp_length = 20;            // u32
+inline constexpr std::size_t rsdp_xsdt = 24;              // u64
+inline constexpr std::size_t rsdp_extended_checksum = 32; // u8: all 36 bytes sum to 0
+inline constexpr std::size_t rsdp_size = 36;
+// System description table header (5.2.6): 36 bytes.
+inline constexpr std::size_t length = 4;            // u32, the whole table
+inline constexpr std::size_t revision = 8;          // u8
+inline constexpr std::size_t checksum = 9;          // u8: the whole table sums to 0
+inline constexpr std::size_t oem_id = 10;           // 6 bytes
+inline constexpr std::size_t oem_table_id = 16;     // 8 bytes
+inline constexpr std::size_t oem_revision = 24;     // u32
+inline constexpr std::size_t creator_id = 28;       // 4 bytes
+inline constexpr std::size_t creator_revision = 32; // u32
+inline constexpr std::size_t header_size = 36;
+// MADT (5.2.12): the header, u32 local APIC address, u32 flags, then the entries.
+inline constexpr std::size_t madt_lapic_addr = 36;
+inline constexpr std::size_t madt_flags = 40;
+inline constexpr std::size_t madt_entries = 44;
+inline constexpr std::size_t madt_lapic_size = 8;   // type 0: u8 ACPI UID, u8 APIC id, u32 flags
+inline constexpr std::size_t madt_ioapic_size = 12; // type 1: u8 id, u8 0, u32 address, u32 GSI base
+} // namespace acpi_offsets
+
+inline constexpr std::string_view acpi_oem_id = "TORO  ";
+inline constexpr std::uint8_t xsdt_revision = 1; // Firecracker's (the only XSDT revision)
+inline constexpr std::uint8_t madt_revision = 6; // Firecracker's
+inline constexpr std::uint32_t madt_lapic_enabled = 1;
+
+namespace detail {
+
+inline void store_text(std::span<std::uint8_t> t, std::size_t at, std::string_view s) {
+    std::copy(s.begin(), s.end(), t.begin() + static_cast<std::ptrdiff_t>(at));
+}
+
+// The byte that makes [at, at + len) sum to 0 mod 256, stored at checksum_at (inside the range, 0 so far).
+inline void fix_checksum(std::span<std::uint8_t> t, std::size_t at, std::size_t len,
+                         std::size_t checksum_at) {
+    std::uint8_t sum = 0;
+    for (std::size_t i = at; i < at + len; ++i) sum = static_cast<std::uint8_t>(sum + t[i]);
+    t[checksum_at] = static_cast<std::uint8_t>(-sum);
+}
+
+// A table header at `at` in the block, with everything but the checksum.
+inline void store_acpi_header(std::span<std::uint8_t> t, std::size_t at, std::string_view signature,
+                              std::size_t length, std::uint8_t revision, std::string_view oem_table_id) {
+    namespace off = acpi_offsets;
+    store_text(t, at, signature);
+    store_le(t, at + off::length, length, 4);
+    t[at + off::revision] = revision;
+    store_text(t, at + off::oem_id, acpi_oem_id);
+    store_text(t, at + off::oem_table_id, oem_table_id);
+    store_le(t, at + off::oem_revision, 0, 4); // Firecracker's: one fixed OEM revision for every table
+    store_text(t, at + off::creator_id, "TORO");
+    store_le(t, at + off::creator_revision, 1, 4);
+}
+
+} // namespace detail
+
+// The RSDP, XSDT and MADT for one vCPU (APIC id 0) as the bytes of [layout::rsdp_addr, layout::acpi_end).
+inline std::vector<std::uint8_t> acpi_tables(ioapic_presence ioapic) {
+    namespace off = acpi_offsets;
+    using layout::rsdp_addr;
+    std::vector<std::uint8_t> t(layout::acpi_end - rsdp_addr, 0);
+
+    detail::store_text(t, 0, "RSD PTR ");
+    detail::store_text(t, off::rsdp_oem_id, acpi_oem_id);
+    t[off::rsdp_revision] = 2;
+    detail::store_le(t, off::rsdp_length, off::rsdp_size, 4);
+    detail::store_le(t, off::rsdp_xsdt, layout::xsdt_addr, 8);
+    detail::fix_checksum(t, 0, 20, off::rsdp_checksum); // ACPI 1.0's, over the first 20 bytes, first
+    detail::fix_checksum(t, 0, off::rsdp_size, off::rsdp_extended_checksum);
+
+    const std::size_t xsdt = layout::xsdt_addr - rsdp_addr, xsdt_size = off::header_size + 8;
+    detail::store_acpi_header(t, xsdt, "XSDT", xsdt_size, xsdt_revision, "TOROXSDT");
+    detail::store_le(t, xsdt + off::header_size, layout::madt_addr, 8);
+    detail::fix_checksum(t, xsdt, xsdt_size, xsdt + off::checksum);
+
+    const std::size_t madt = layout::madt_addr - rsdp_addr;
+    std::size_t e = madt + off::madt_entries;
+    if (ioapic == ioapic_presence::present) {
+        t[e] = 1; // I/O APIC; id 0 (its ID register's reset value, as Firecracker), GSI base 0
+        t[e + 1] = off::madt_ioapic_size;
+        detail::store_le(t, e + 4, layout::ioapic_addr, 4);
+        e += off::madt_ioapic_size;
+    }
+    t[e] = 0; // Processor Local APIC: ACPI UID 0, APIC id 0 (CPUID's initial APIC id, see set_cpuid)
+    t[e + 1] = off::madt_lapic_size;
+    detail::store_le(t, e + 4, madt_lapic_enabled, 4);
+    e += off::madt_lapic_size;
+    const std::size_t madt_size = e - madt;
+    detail::store_acpi_header(t, madt, "APIC", madt_size, madt_revision, "TOROMADT");
+    detail::store_le(t, madt + off::madt_lapic_addr, layout::lapic_addr, 4);
+    detail::fix_checksum(t, madt, madt_size, madt + off::checksum);
+    return t;
+}
+
+// Writes acpi_tables(ioapic) at 0xe0000 (the zero page and the start info point there).
+inline status write_acpi_tables(std::span<std::uint8_t> mem, ioapic_presence ioapic) {
+    if (auto r = detail::need(mem, layout::acpi_end, "the ACPI tables"); !r) return r;
+    const auto t = acpi_tables(ioapic);
+    std::copy(t.begin(), t.end(), mem.begin() + static_cast<std::ptrdiff_t>(layout::rsdp_addr));
     return ok();
 }
 
@@ -586,14 +729,18 @@ inline boot_cpu_state initial_cpu_state(const boot_entry& entry) {
 
 // Everything the launcher writes into guest memory before the first KVM_RUN, for a parsed kernel whose
 // entry select_boot_entry chose: the segments, then the mode's structures (Firecracker's
-// configure_system_for_boot: zero page or start info, and in regs.rs the GDT, and page tables for
-// Linux 64-bit only). `mem` is guest RAM from address 0 (the part below 3 GiB), `total` the whole RAM.
+// configure_system_for_boot: zero page or start info, ACPI tables, and in regs.rs the GDT, and page
+// tables for Linux 64-bit only). `mem` is guest RAM from address 0 (the part below 3 GiB), `total` the
+// whole RAM, `ioapic` whether the VM has the IOAPIC the MADT lists.
 inline result<boot_cpu_state> prepare_boot(const elf64_image& image, const boot_entry& entry,
                                            std::span<std::uint8_t> mem, std::uint64_t total,
-                                           std::string_view cmdline) {
+                                           std::string_view cmdline,
+                                           ioapic_presence ioapic = ioapic_presence::present) {
     // Everything that can fail for a bad kernel or command line fails before anything is written.
     if (auto r = detail::check_cmdline(mem, cmdline, "the boot structures"); !r) return r.error();
+    if (auto r = detail::need(mem, layout::acpi_end, "the ACPI tables"); !r) return r.error();
     if (auto r = load_elf_segments(image, mem, entry); !r) return r.error();
+    if (auto r = write_acpi_tables(mem, ioapic); !r) return r.error();
     if (entry.mode == boot_mode::pvh) {
         if (auto r = write_pvh_start_info(mem, total, cmdline); !r) return r.error();
     } else {
@@ -608,12 +755,13 @@ inline result<boot_cpu_state> prepare_boot(const elf64_image& image, const boot_
 inline result<boot_cpu_state> setup_boot(std::span<const std::uint8_t> kernel_file,
                                          std::span<std::uint8_t> mem, std::uint64_t total,
                                          std::string_view cmdline,
-                                         boot_request request = boot_request::automatic) {
+                                         boot_request request = boot_request::automatic,
+                                         ioapic_presence ioapic = ioapic_presence::present) {
     auto image = parse_elf64(kernel_file);
     if (!image) return image.error();
     auto entry = select_boot_entry(*image, request);
     if (!entry) return entry.error();
-    return prepare_boot(*image, *entry, mem, total, cmdline);
+    return prepare_boot(*image, *entry, mem, total, cmdline, ioapic);
 }
 
 } // namespace toro::tools::vmm

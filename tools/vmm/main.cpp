@@ -605,7 +605,10 @@ int main(int argc, char** argv) {
     KVM(vm, KVM_CREATE_PIT2, &pit);
 
     const std::span<std::uint8_t> low_mem{base, static_cast<std::size_t>(plan->low_size)};
-    auto state = vmm::prepare_boot(*image, *entry, low_mem, plan->total, opt.cmdline);
+    // The MADT lists the IOAPIC KVM_CREATE_IRQCHIP made, so the guest finds its one CPU and the IOAPIC
+    // through ACPI (the zero page and the start info point at the RSDP) instead of scanning for them.
+    auto state =
+        vmm::prepare_boot(*image, *entry, low_mem, plan->total, opt.cmdline, vmm::ioapic_presence::present);
     if (!state) die("%s: %s", opt.kernel, state.error().message.c_str());
 
     const int vcpu = KVM(vm, KVM_CREATE_VCPU, 0);

@@ -1,7 +1,7 @@
 // Host tests for toro-vmm's pure parts: the Firecracker boot layout (kernel loading, boot mode choice,
-// zero page, e820, PVH start info and memory map, command line, page tables, GDTs, initial registers) and
-// the device models (COM1, isa-debug-exit, reset ports, boot timer). The zero page and the PVH start info
-// are also read back by toro's own kernel parsers.
+// zero page, e820, PVH start info and memory map, command line, ACPI tables, page tables, GDTs, initial
+// registers) and the device models (COM1, isa-debug-exit, reset ports, boot timer). The zero page, the PVH
+// start info and the ACPI tables are also read back by toro's own kernel parsers.
 #include <catch2/catch.hpp>
 
 #include <cstddef>
@@ -12,6 +12,7 @@
 #include <vector>
 
 #include <toro/boot/phys_reader.hpp>
+#include <toro/boot/platform.hpp>
 #include <toro/boot/pvh.hpp>
 #include <toro/boot/zero_page.hpp>
 
@@ -134,11 +135,9 @@ TEST_CASE("vmm: a segment over a boot structure is refused", "[vmm][elf]") {
     struct {
         std::uint64_t paddr;
         const char* what;
-    } cases[] = {{0x500, "GDT"},
-                 {0x7800, "zero page"},
-                 {0x8f00, "boot stack"},
-                 {0xa000, "page tables"},
-                 {0x20100, "command line"}};
+    } cases[] = {{0x500, "GDT"},          {0x7800, "zero page"},     {0x8f00, "boot stack"},
+                 {0xa000, "page tables"}, {0x20100, "command line"}, {0xe0000, "ACPI tables"},
+                 {0xe00b8, "ACPI tables"}};
     for (const auto& c : cases) {
         CAPTURE(c.paddr);
         auto r = load_kernel(make_elf(0x100000, {{0x100000, pattern(16, 0)}, {c.paddr, pattern(8, 0)}}), mem);
@@ -263,7 +262,8 @@ TEST_CASE("vmm: PVH loading guards the PVH structures and the PVH entry", "[vmm]
                      {0x7070, "PVH memory map"},
                      {0x508, "GDT"},
                      {0x520, "IDT"},
-                     {0x20700, "command line"}};
+                     {0x20700, "command line"},
+                     {0xe0080, "ACPI tables"}};
         for (const auto& c : cases) {
             CAPTURE(c.paddr);
             auto r =
@@ -312,11 +312,11 @@ TEST_CASE("vmm: zero page fields sit where Firecracker puts them", "[vmm][zero_p
     CHECK(peek(mem, zp + 0x210, 1) == 0xff);
     CHECK(peek(mem, zp + 0x228, 4) == 0x20000);
     CHECK(peek(mem, zp + 0x230, 4) == 0x01000000);
-    CHECK(peek(mem, zp + 0x238, 4) == 18); // the text and its NUL
-    CHECK(peek(mem, zp + 0x070, 8) == 0);  // no ACPI: no RSDP pointer
+    CHECK(peek(mem, zp + 0x238, 4) == 18);      // the text and its NUL
+    CHECK(peek(mem, zp + 0x070, 8) == 0xe0000); // acpi_rsdp_addr: Firecracker's RSDP_ADDR
     // Nothing else in the page, and nothing outside it but the command line.
     bytes expected_page(0x1000, 0);
-    for (std::size_t off : {0x1e8, 0x1fe, 0x1ff, 0x202, 0x203, 0x204, 0x205, 0x210, 0x22a, 0x233})
+    for (std::size_t off : {0x072, 0x1e8, 0x1fe, 0x1ff, 0x202, 0x203, 0x204, 0x205, 0x210, 0x22a, 0x233})
         expected_page[off] = mem[zp + off];
     for (std::size_t off = 0x228; off < 0x22c; ++off) expected_page[off] = mem[zp + off];
     for (std::size_t off = 0x238; off < 0x23c; ++off) expected_page[off] = mem[zp + off];
@@ -401,7 +401,7 @@ TEST_CASE("vmm: toro's kernel parser reads back what write_zero_page wrote", "[v
         CHECK(regions[0] == toro::memory_region{0, 0x9fc00, toro::memory_type::usable});
         CHECK(regions[1] == toro::memory_region{0x100000, 127 * mib, toro::memory_type::usable});
         CHECK(info->memory.usable_bytes() == 0x9fc00 + 127 * mib);
-        CHECK(info->rsdp == 0);
+        CHECK(info->rsdp == 0xe0000);
     }
     SECTION("6 GiB, empty command line") {
         REQUIRE(write_zero_page(mem, 6ull << 30, ""));
@@ -427,7 +427,7 @@ TEST_CASE("vmm: hvm_start_info fields sit where Firecracker puts them", "[vmm][p
     CHECK(peek(mem, si + 12, 4) == 0);         // nr_modules
     CHECK(peek(mem, si + 16, 8) == 0);         // modlist_paddr
     CHECK(peek(mem, si + 24, 8) == 0x20000);   // cmdline_paddr
-    CHECK(peek(mem, si + 32, 8) == 0);         // rsdp_paddr
+    CHECK(peek(mem, si + 32, 8) == 0xe0000);   // rsdp_paddr: the RSDP at Firecracker's RSDP_ADDR
     CHECK(peek(mem, si + 40, 8) == 0x7000);    // memmap_paddr: Firecracker's MEMMAP_START
     CHECK(peek(mem, si + 48, 4) == 4);         // memmap_entries
     CHECK(peek(mem, si + 52, 4) == 0);         // reserved
@@ -528,7 +528,7 @@ TEST_CASE("vmm: toro's kernel parser reads back what write_pvh_start_info wrote"
         CHECK(regions[2] == memory_region{0x100000, 127 * mib, memory_type::usable});
         CHECK(regions[3] == memory_region{0xeec00000, 256 * mib, memory_type::reserved});
         CHECK(info->memory.usable_bytes() == 0x9fc00 + 127 * mib); // the same RAM as the zero page says
-        CHECK(info->rsdp == 0);
+        CHECK(info->rsdp == 0xe0000);
     }
     SECTION("6 GiB, empty command line") {
         REQUIRE(write_pvh_start_info(mem, 6ull << 30, ""));
@@ -549,6 +549,209 @@ TEST_CASE("vmm: toro's kernel parser reads back what write_pvh_start_info wrote"
         REQUIRE(toro::parse_pvh(r, 0x6000, *info));
         CHECK(str(info->cmdline()) == s);
     }
+}
+
+// ---------------------------------------------------------------- ACPI tables
+
+namespace {
+
+// The byte sum of [at, at + len) mod 256: 0 for a valid ACPI checksum.
+std::uint8_t byte_sum(const bytes& mem, std::size_t at, std::size_t len) {
+    std::uint8_t sum = 0;
+    for (std::size_t i = at; i < at + len; ++i) sum = static_cast<std::uint8_t>(sum + mem.at(i));
+    return sum;
+}
+
+std::string text(const bytes& mem, std::size_t at, std::size_t len) {
+    return {reinterpret_cast<const char*>(&mem.at(at)), len};
+}
+
+// Does any RAM entry of `map` overlap the ACPI block?
+bool ram_over_acpi(const std::vector<e820_entry>& map) {
+    for (const auto& e : map)
+        if (e.type == e820_ram && e.addr < layout::acpi_end && layout::rsdp_addr < e.addr + e.size)
+            return true;
+    return false;
+}
+
+} // namespace
+
+TEST_CASE("vmm: ACPI tables: RSDP, XSDT and MADT bytes", "[vmm][acpi]") {
+    bytes mem(2 * mib, 0);
+    const bool ioapic = GENERATE(true, false);
+    CAPTURE(ioapic);
+    REQUIRE(write_acpi_tables(mem, ioapic ? ioapic_presence::present : ioapic_presence::absent));
+
+    // RSDP at 0xe0000: revision 2, both checksums, no RSDT, the XSDT's address.
+    const std::size_t rsdp = 0xe0000;
+    CHECK(text(mem, rsdp, 8) == "RSD PTR ");
+    CHECK(byte_sum(mem, rsdp, 20) == 0);
+    CHECK(text(mem, rsdp + 9, 6) == "TORO  ");
+    CHECK(peek(mem, rsdp + 15, 1) == 2);
+    CHECK(peek(mem, rsdp + 16, 4) == 0);
+    CHECK(peek(mem, rsdp + 20, 4) == 36);
+    CHECK(peek(mem, rsdp + 24, 8) == 0xe0040);
+    CHECK(byte_sum(mem, rsdp, 36) == 0);
+    CHECK(all_zero(mem, rsdp + 33, 0xe0040)); // reserved bytes and padding
+
+    // XSDT: the header and one 8-byte entry, the MADT.
+    const std::size_t xsdt = 0xe0040;
+    CHECK(text(mem, xsdt, 4) == "XSDT");
+    CHECK(peek(mem, xsdt + 4, 4) == 44);
+    CHECK(peek(mem, xsdt + 8, 1) == 1);
+    CHECK(byte_sum(mem, xsdt, 44) == 0);
+    CHECK(text(mem, xsdt + 10, 6) == "TORO  ");
+    CHECK(text(mem, xsdt + 16, 8) == "TOROXSDT");
+    CHECK(text(mem, xsdt + 28, 4) == "TORO");
+    CHECK(peek(mem, xsdt + 36, 8) == 0xe0080);
+    CHECK(all_zero(mem, xsdt + 44, 0xe0080));
+
+    // MADT: local APIC address, flags 0 (no PCAT_COMPAT), [the IOAPIC,] the vCPU's local APIC.
+    const std::size_t madt = 0xe0080, length = ioapic ? 64 : 52;
+    CHECK(text(mem, madt, 4) == "APIC");
+    CHECK(peek(mem, madt + 4, 4) == length);
+    CHECK(peek(mem, madt + 8, 1) >= 3);
+    CHECK(byte_sum(mem, madt, length) == 0);
+    CHECK(text(mem, madt + 16, 8) == "TOROMADT");
+    CHECK(peek(mem, madt + 36, 4) == 0xfee00000);
+    CHECK(peek(mem, madt + 40, 4) == 0);
+    std::size_t e = madt + 44;
+    if (ioapic) {
+        CHECK(peek(mem, e, 1) == 1);      // I/O APIC
+        CHECK(peek(mem, e + 1, 1) == 12); // length
+        CHECK(peek(mem, e + 2, 2) == 0);  // id 0, reserved
+        CHECK(peek(mem, e + 4, 4) == 0xfec00000);
+        CHECK(peek(mem, e + 8, 4) == 0); // GSI base
+        e += 12;
+    }
+    CHECK(peek(mem, e, 1) == 0);     // Processor Local APIC
+    CHECK(peek(mem, e + 1, 1) == 8); // length
+    CHECK(peek(mem, e + 2, 1) == 0); // ACPI processor UID
+    CHECK(peek(mem, e + 3, 1) == 0); // APIC id
+    CHECK(peek(mem, e + 4, 4) == 1); // enabled
+    CHECK(e + 8 == madt + length);
+
+    // Nothing else is written, and the block is what acpi_tables() builds.
+    CHECK(all_zero(mem, 0, rsdp));
+    CHECK(all_zero(mem, madt + length, mem.size()));
+    const bytes built = acpi_tables(ioapic ? ioapic_presence::present : ioapic_presence::absent);
+    CHECK(built.size() == layout::acpi_end - layout::rsdp_addr);
+    CHECK(bytes(mem.begin() + rsdp, mem.begin() + rsdp + built.size()) == built);
+
+    bytes tiny(0xe0000, 0);
+    REQUIRE_FALSE(write_acpi_tables(tiny, ioapic_presence::present));
+    CHECK(all_zero(tiny, 0, tiny.size()));
+}
+
+TEST_CASE("vmm: toro's platform parser reads back the ACPI tables", "[vmm][acpi]") {
+    bytes mem(mib, 0); // the BIOS area up to 1 MiB: what the RSDP scan reads
+    const auto reader = [&] { return toro::span_phys_reader{std::as_bytes(std::span{mem}), 0}; };
+
+    SECTION("with the IOAPIC, as the launcher writes them") {
+        REQUIRE(write_acpi_tables(mem, ioapic_presence::present));
+        auto r = reader();
+        auto p = toro::discover_platform(r, 0xe0000);
+        REQUIRE(p);
+        CHECK(p->source == toro::platform_source::acpi);
+        CHECK(p->rsdp_address == 0xe0000);
+        CHECK(p->root_table.address == 0xe0040);
+        CHECK(p->root_table.is_xsdt);
+        CHECK(p->table_address == 0xe0080);
+        CHECK(p->lapic_address == 0xfee00000);
+        CHECK_FALSE(p->pcat_compat);
+        REQUIRE(p->cpu_count == 1);
+        CHECK(p->cpus[0].apic_id == 0);
+        CHECK(p->cpus[0].acpi_uid == 0);
+        CHECK(p->cpus[0].enabled);
+        CHECK(p->cpus_ignored == 0);
+        REQUIRE(p->ioapic_count == 1);
+        CHECK(p->ioapics[0].id == 0);
+        CHECK(p->ioapics[0].address == 0xfec00000);
+        CHECK(p->ioapics[0].gsi_base == 0);
+        CHECK(p->override_count == 0);
+        auto madt = toro::find_acpi_table(r, 0xe0000, "APIC");
+        REQUIRE(madt);
+        CHECK(*madt == 0xe0080);
+    }
+    SECTION("without an IOAPIC") {
+        REQUIRE(write_acpi_tables(mem, ioapic_presence::absent));
+        auto r = reader();
+        auto p = toro::discover_platform(r, 0xe0000);
+        REQUIRE(p);
+        CHECK(p->source == toro::platform_source::acpi);
+        REQUIRE(p->cpu_count == 1);
+        CHECK(p->cpus[0].apic_id == 0);
+        CHECK(p->ioapic_count == 0);
+    }
+    SECTION("without the hint, the scan finds the RSDP first thing, at 0xe0000") {
+        REQUIRE(write_acpi_tables(mem, ioapic_presence::present));
+        auto r = reader();
+        auto at = toro::find_rsdp(r, 0);
+        REQUIRE(at);
+        CHECK(*at == 0xe0000);
+        auto p = toro::discover_platform(r, 0);
+        REQUIRE(p);
+        CHECK(p->source == toro::platform_source::acpi);
+        CHECK(p->rsdp_address == 0xe0000);
+        CHECK(p->cpu_count == 1);
+        CHECK(p->ioapic_count == 1);
+    }
+    SECTION("a corrupted byte is caught by the checksums") {
+        REQUIRE(write_acpi_tables(mem, ioapic_presence::present));
+        mem[0xe0080 + 44 + 12 + 3] = 1; // the local APIC's id
+        auto r = reader();
+        REQUIRE_FALSE(toro::discover_platform(r, 0xe0000));
+    }
+}
+
+TEST_CASE("vmm: the ACPI tables are not RAM in either memory map", "[vmm][acpi]") {
+    for (std::uint64_t total : std::vector<std::uint64_t>{2 * mib, 128 * mib, 3ull << 30, 5ull << 30}) {
+        CAPTURE(total);
+        CHECK_FALSE(ram_over_acpi(e820_map(total)));
+        CHECK_FALSE(ram_over_acpi(pvh_memmap(total)));
+    }
+    // As the kernel reads each map: no usable region covers [0xe0000, 0xe00c0).
+    bytes mem(0x21000, 0);
+    auto info = std::make_unique<toro::boot_info>();
+    auto usable_over_acpi = [&] {
+        for (const auto& m : info->memory.regions())
+            if (m.type == toro::memory_type::usable && m.base < layout::acpi_end &&
+                layout::rsdp_addr < m.end())
+                return true;
+        return false;
+    };
+    auto r = toro::span_phys_reader{std::as_bytes(std::span{mem}), 0};
+    REQUIRE(write_zero_page(mem, 128 * mib, ""));
+    REQUIRE(toro::parse_zero_page(r, 0x7000, *info));
+    CHECK_FALSE(usable_over_acpi());
+    std::fill(mem.begin(), mem.end(), 0);
+    info = std::make_unique<toro::boot_info>();
+    REQUIRE(write_pvh_start_info(mem, 128 * mib, ""));
+    REQUIRE(toro::parse_pvh(r, 0x6000, *info));
+    CHECK_FALSE(usable_over_acpi());
+}
+
+TEST_CASE("vmm: setup_boot writes the ACPI tables and points both protocols at them", "[vmm][acpi][layout]") {
+    bytes mem(4 * mib, 0);
+    const bytes file = make_elf(0x100010, {{0x100000, pattern(32, 5)}, pvh_note(0x100004)});
+    auto info = std::make_unique<toro::boot_info>();
+    auto r = toro::span_phys_reader{std::as_bytes(std::span{mem}), 0};
+    SECTION("PVH: hvm_start_info.rsdp_paddr") {
+        REQUIRE(setup_boot(file, mem, 64 * mib, "hello"));
+        REQUIRE(toro::parse_pvh(r, 0x6000, *info));
+    }
+    SECTION("Linux 64-bit: boot_params.acpi_rsdp_addr") {
+        REQUIRE(setup_boot(file, mem, 64 * mib, "hello", boot_request::linux64));
+        REQUIRE(toro::parse_zero_page(r, 0x7000, *info));
+    }
+    CHECK(info->rsdp == 0xe0000);
+    auto p = toro::discover_platform(r, info->rsdp);
+    REQUIRE(p);
+    CHECK(p->source == toro::platform_source::acpi);
+    REQUIRE(p->cpu_count == 1);
+    CHECK(p->cpus[0].apic_id == 0);
+    REQUIRE(p->ioapic_count == 1); // the launcher always has KVM's in-kernel IOAPIC
+    CHECK(p->ioapics[0].address == 0xfec00000);
 }
 
 // ---------------------------------------------------------------- page tables, GDT, registers
