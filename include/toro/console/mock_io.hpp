@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include <toro/base/transcript.hpp>
 #include <toro/console/io_provider.hpp>
 
 namespace toro::testing {
@@ -51,30 +52,32 @@ inline std::string uart_16550_register_name(std::uint16_t offset, bool write) {
     }
 }
 
-class mock_io {
-public:
-    // A runaway driver loop must not bury the first, useful message under thousands of copies.
-    static constexpr std::size_t max_failures = 20;
+namespace detail {
+struct io_step {
+    bool write;
+    std::uint16_t offset;
+    std::uint8_t value;
+    std::size_t times;
+};
+} // namespace detail
 
+class mock_io : public transcript<detail::io_step, mock_io> {
+public:
     explicit mock_io(register_namer names = nullptr) : names_{names} {}
 
     mock_io& expect_write(std::uint16_t offset, std::uint8_t value) {
-        script_.push_back({true, offset, value, 1});
+        add({true, offset, value, 1});
         return *this;
     }
     // The next `times` accesses must be reads of `offset`; each returns `value`.
     mock_io& expect_read(std::uint16_t offset, std::uint8_t value, std::size_t times = 1) {
-        if (times != 0) script_.push_back({false, offset, value, times});
+        add({false, offset, value, times});
         return *this;
     }
 
     std::uint8_t read8(std::uint16_t offset) {
-        const step got{false, offset, 0, 1};
         const step* s = next();
-        if (s == nullptr)
-            fail("unexpected " + describe(got) + " after the script ended");
-        else if (s->write || s->offset != offset)
-            fail("expected " + describe(remaining(*s)) + ", got " + describe(got));
+        check({false, offset, 0, 1}, s != nullptr && !s->write && s->offset == offset);
         // A read at the wrong offset still returns the scripted value, keeping the rest of the run in
         // step; with no scripted read, the bus floats high as an empty ISA bus does.
         const std::uint8_t result = s != nullptr && !s->write ? s->value : 0xff;
@@ -83,63 +86,12 @@ public:
     }
 
     void write8(std::uint16_t offset, std::uint8_t value) {
-        const step got{true, offset, value, 1};
-        if (const step* s = next(); s == nullptr)
-            fail("unexpected " + describe(got) + " after the script ended");
-        else if (!s->write || s->offset != offset || s->value != value)
-            fail("expected " + describe(remaining(*s)) + ", got " + describe(got));
+        const step* s = next();
+        check({true, offset, value, 1}, s != nullptr && s->write && s->offset == offset && s->value == value);
         consume();
     }
 
-    // Every problem so far, plus one line for the rest of the script if it was not played out.
-    std::vector<std::string> failures() const {
-        std::vector<std::string> all = failures_;
-        if (dropped_ != 0) all.push_back("... and " + std::to_string(dropped_) + " more failures");
-        if (pos_ < script_.size()) {
-            std::size_t missing = script_[pos_].times - used_;
-            for (std::size_t i = pos_ + 1; i < script_.size(); ++i) missing += script_[i].times;
-            all.push_back("access " + std::to_string(accesses_ + 1) + ": expected " +
-                          describe(remaining(script_[pos_])) + ", never happened (" +
-                          std::to_string(missing) + " expected accesses missing)");
-        }
-        return all;
-    }
-    bool done() const { return failures().empty(); }
-    // failures() as one newline-separated string, for INFO() or printing.
-    std::string report() const {
-        std::string out;
-        for (const std::string& f : failures()) out += f + "\n";
-        return out;
-    }
-    std::size_t accesses() const { return accesses_; }
-
-private:
-    struct step {
-        bool write;
-        std::uint16_t offset;
-        std::uint8_t value;
-        std::size_t times;
-    };
-
-    const step* next() const { return pos_ < script_.size() ? &script_[pos_] : nullptr; }
-    // The current step as it stands now: a repeated read partly played out has fewer reads left.
-    step remaining(step s) const {
-        s.times -= used_;
-        return s;
-    }
-    void consume() {
-        ++accesses_;
-        if (pos_ < script_.size() && ++used_ == script_[pos_].times) {
-            ++pos_;
-            used_ = 0;
-        }
-    }
-    void fail(const std::string& what) {
-        if (failures_.size() < max_failures)
-            failures_.push_back("access " + std::to_string(accesses_ + 1) + ": " + what);
-        else
-            ++dropped_;
-    }
+    using step = detail::io_step;
     std::string describe(const step& s) const {
         char buf[64];
         if (s.write)
@@ -156,13 +108,8 @@ private:
         return out;
     }
 
+private:
     register_namer names_;
-    std::vector<step> script_;
-    std::size_t pos_ = 0;  // current script step
-    std::size_t used_ = 0; // accesses already matched against a repeated step
-    std::size_t accesses_ = 0;
-    std::vector<std::string> failures_;
-    std::size_t dropped_ = 0;
 };
 static_assert(io_provider<mock_io>);
 

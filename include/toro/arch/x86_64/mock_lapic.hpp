@@ -23,6 +23,7 @@
 #include <vector>
 
 #include <toro/arch/x86_64/lapic.hpp>
+#include <toro/base/transcript.hpp>
 
 namespace toro::testing {
 
@@ -75,11 +76,20 @@ inline std::string msr_name(std::uint32_t msr) {
     return "";
 }
 
-class mock_lapic_bus {
-public:
-    static constexpr std::size_t max_failures = 20;
+namespace detail {
+enum class lapic_access_kind { mmio_read, mmio_write, rdmsr, wrmsr };
+struct lapic_step {
+    lapic_access_kind k;
+    std::uint32_t address;
+    std::uint64_t value;
+    std::size_t times;
+};
+} // namespace detail
 
-    enum class kind { mmio_read, mmio_write, rdmsr, wrmsr };
+class mock_lapic_bus : public transcript<detail::lapic_step, mock_lapic_bus> {
+public:
+    using kind = detail::lapic_access_kind;
+    using step = detail::lapic_step;
 
     // A copyable handle: what the access providers hold.
     struct ref {
@@ -92,16 +102,20 @@ public:
     ref handle() { return {this}; }
 
     mock_lapic_bus& expect_mmio_write(std::uint32_t offset, std::uint32_t value) {
-        return add({kind::mmio_write, offset, value, 1});
+        add({kind::mmio_write, offset, value, 1});
+        return *this;
     }
     mock_lapic_bus& expect_mmio_read(std::uint32_t offset, std::uint32_t value, std::size_t times = 1) {
-        return times == 0 ? *this : add({kind::mmio_read, offset, value, times});
+        add({kind::mmio_read, offset, value, times});
+        return *this;
     }
     mock_lapic_bus& expect_wrmsr(std::uint32_t msr, std::uint64_t value) {
-        return add({kind::wrmsr, msr, value, 1});
+        add({kind::wrmsr, msr, value, 1});
+        return *this;
     }
     mock_lapic_bus& expect_rdmsr(std::uint32_t msr, std::uint64_t value, std::size_t times = 1) {
-        return times == 0 ? *this : add({kind::rdmsr, msr, value, times});
+        add({kind::rdmsr, msr, value, times});
+        return *this;
     }
     // Called after every wrmsr the script accepted or not (the test's model of the MSR's side effect).
     void on_wrmsr(std::function<void(std::uint32_t, std::uint64_t)> f) { on_wrmsr_ = std::move(f); }
@@ -116,67 +130,7 @@ public:
         if (on_wrmsr_) on_wrmsr_(msr, v);
     }
 
-    std::vector<std::string> failures() const {
-        std::vector<std::string> all = failures_;
-        if (dropped_ != 0) all.push_back("... and " + std::to_string(dropped_) + " more failures");
-        if (pos_ < script_.size()) {
-            std::size_t missing = script_[pos_].times - used_;
-            for (std::size_t i = pos_ + 1; i < script_.size(); ++i) missing += script_[i].times;
-            all.push_back("access " + std::to_string(accesses_ + 1) + ": expected " +
-                          describe(remaining(script_[pos_])) + ", never happened (" +
-                          std::to_string(missing) + " expected accesses missing)");
-        }
-        return all;
-    }
-    bool done() const { return failures().empty(); }
-    std::string report() const {
-        std::string out;
-        for (const std::string& f : failures()) out += f + "\n";
-        return out;
-    }
-    std::size_t accesses() const { return accesses_; }
-
-private:
-    struct step {
-        kind k;
-        std::uint32_t address;
-        std::uint64_t value;
-        std::size_t times;
-    };
-
-    static bool is_write(kind k) { return k == kind::mmio_write || k == kind::wrmsr; }
-
-    mock_lapic_bus& add(step s) {
-        script_.push_back(s);
-        return *this;
-    }
-
-    // Checks `got` against the next step; returns the scripted value for a read (`floating` if none).
-    std::uint64_t access(step got, std::uint64_t floating) {
-        const step* s = pos_ < script_.size() ? &script_[pos_] : nullptr;
-        if (s == nullptr)
-            fail("unexpected " + describe(got) + " after the script ended");
-        else if (s->k != got.k || s->address != got.address || (is_write(got.k) && s->value != got.value))
-            fail("expected " + describe(remaining(*s)) + ", got " + describe(got));
-        const std::uint64_t result = s != nullptr && s->k == got.k && !is_write(s->k) ? s->value : floating;
-        ++accesses_;
-        if (pos_ < script_.size() && ++used_ == script_[pos_].times) {
-            ++pos_;
-            used_ = 0;
-        }
-        return result;
-    }
-    step remaining(step s) const {
-        s.times -= used_;
-        return s;
-    }
-    void fail(const std::string& what) {
-        if (failures_.size() < max_failures)
-            failures_.push_back("access " + std::to_string(accesses_ + 1) + ": " + what);
-        else
-            ++dropped_;
-    }
-    static std::string describe(const step& s) {
+    std::string describe(const step& s) const {
         char buf[128];
         const bool mmio = s.k == kind::mmio_read || s.k == kind::mmio_write;
         const std::string name = mmio ? lapic_register_name(s.address) : msr_name(s.address);
@@ -204,9 +158,19 @@ private:
         return out;
     }
 
-    std::vector<step> script_;
-    std::size_t pos_ = 0, used_ = 0, accesses_ = 0, dropped_ = 0;
-    std::vector<std::string> failures_;
+private:
+    static bool is_write(kind k) { return k == kind::mmio_write || k == kind::wrmsr; }
+
+    // Checks `got` against the next step; returns the scripted value for a read (`floating` if none).
+    std::uint64_t access(step got, std::uint64_t floating) {
+        const step* s = next();
+        check(got, s != nullptr && s->k == got.k && s->address == got.address &&
+                       (!is_write(got.k) || s->value == got.value));
+        const std::uint64_t result = s != nullptr && s->k == got.k && !is_write(s->k) ? s->value : floating;
+        consume();
+        return result;
+    }
+
     std::function<void(std::uint32_t, std::uint64_t)> on_wrmsr_;
 };
 
