@@ -85,15 +85,19 @@ static_assert(has_word("a toro.boot_trace b", "toro.boot_trace") &&
 inline boot_info the_boot_info;
 inline arch::cpu_tables boot_cpu_tables;
 inline arch::idt kernel_idt;
-inline bool handling_fault = false;
+inline std::uint32_t fault_reporter = 0; // index + 1 of the CPU reporting a fault (atomic)
 
 [[noreturn]] inline void report_exception(const arch::fault_frame& f) {
-    if (handling_fault) {
+    // One report at a time: the first CPU to fault reports and shuts the machine down; a fault on another
+    // CPU meanwhile stops that CPU, so the report is not cut off or interleaved.
+    const std::uint32_t me = arch::this_cpu_index() + 1;
+    std::uint32_t none = 0;
+    if (!__atomic_compare_exchange_n(&fault_reporter, &none, me, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+        if (none != me) arch::halt_forever();
         print("\ntoro: CPU exception {} at RIP {:#018x} while reporting a fault; giving up\n", f.vector,
               f.rip);
         arch::shutdown(panic_status);
     }
-    handling_fault = true;
     const auto& e = arch::exceptions[f.vector % arch::exception_vectors];
     print("\ntoro: CPU exception {} ({}, vector {}), error code {:#x}\n", e.mnemonic, e.name, f.vector,
           f.error_code);

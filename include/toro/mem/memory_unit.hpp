@@ -78,7 +78,8 @@ public:
         if (!is_ram(addr, ram, 1)) return false;
         detail::lock_guard g{lock_};
         std::uint64_t* e = pd_entry(addr, true);
-        if (e == nullptr || (*e & present) != 0) return false;
+        if (e == nullptr) return false;
+        if ((*e & present) != 0) return true; // another CPU mapped it meanwhile: retry the access
         // The whole GiB's RAM at once: one fault per GiB, not one per 2 MiB.
         std::uint64_t* pd = e - (addr / two_mib) % 512;
         const std::uint64_t base = addr & ~(gib - 1);
@@ -142,11 +143,24 @@ private:
         return reinterpret_cast<std::uint64_t*>(entry & address_mask);
     }
 
+    // A page for a new table. It must lie in the boot map (writing it must not fault while the lock is
+    // held); one beyond it goes back.
+    std::uint64_t* table_page() {
+        auto pg = pages_->allocate_pages(1);
+        if (!pg) return nullptr;
+        if (reinterpret_cast<std::uintptr_t>(*pg) + page_size > toro_boot_mapped_limit) {
+            pages_->free_pages(*pg, 1);
+            return nullptr;
+        }
+        return reinterpret_cast<std::uint64_t*>(*pg);
+    }
+
     // A fresh, fully written table whose 512 entries map what the large entry `e` mapped, `step` apart.
     std::uint64_t* split(std::uint64_t e, std::uint64_t step, bool to_ptes) {
-        auto pg = pages_->allocate_pages(1);
-        if (!pg || reinterpret_cast<std::uintptr_t>(*pg) + page_size > toro_boot_mapped_limit) return nullptr;
-        auto* t = reinterpret_cast<std::uint64_t*>(*pg);
+        std::uint64_t* t = table_page();
+        if (t == nullptr) return nullptr;
+        // Bit 7 is PS in a directory entry and PAT in a page table entry; the large page's PAT bit (12) is
+        // never set by this kernel, so the 4 KiB entries need no PAT bit either.
         const std::uint64_t flags = (e & ~address_mask & ~(to_ptes ? large : 0)) | (e & nx_);
         const std::uint64_t base = e & address_mask & ~(step * 512 - 1);
         for (std::uint64_t i = 0; i < 512; ++i) t[i] = (base + i * step) | flags;
@@ -165,10 +179,8 @@ private:
             if (gi >= first_gib_ && gi < first_gib_ + count_) {
                 pd = directories_ + (gi - first_gib_) * 512;
             } else {
-                auto pg = pages_->allocate_pages(1);
-                if (!pg || reinterpret_cast<std::uintptr_t>(*pg) + page_size > toro_boot_mapped_limit)
-                    return nullptr;
-                pd = reinterpret_cast<std::uint64_t*>(*pg);
+                pd = table_page();
+                if (pd == nullptr) return nullptr;
             }
             for (std::uint64_t i = 0; i < 512; ++i) pd[i] = 0;
             __atomic_store_n(&pdpte, reinterpret_cast<std::uint64_t>(pd) | present | writable,

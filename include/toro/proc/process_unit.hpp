@@ -100,7 +100,9 @@ struct kernel_sched_platform {
         asm volatile("sti; hlt; cli" ::: "memory");
     }
     static void kick(std::uint32_t cpu) {
-        local_apic().with([&](auto& a) { (void)a.send_ipi(proc.apic_ids[cpu], wake_vector); });
+        auto r = local_apic().with([&](auto& a) { return a.send_ipi(proc.apic_ids[cpu], wake_vector); });
+        // A lost wake-up would leave a thread in the inbox of a CPU halted without a deadline: say so.
+        if (!r) print("toro: wake-up IPI to CPU {} failed: {}\n", cpu, r.error());
     }
     static void poll_interrupts() { asm volatile("sti; nop; cli" ::: "memory"); }
     static void switched(thread* t) {
@@ -159,12 +161,23 @@ namespace detail {
 // The boot CPU's main thread: the app's entry, on the boot stack.
 inline thread main_thread;
 
-// A kernel thread: the scheduler's part, who waits to join it, and its stack.
+// A kernel thread: the scheduler's part, who waits to join it, its stack, and the app's function.
 struct kernel_thread {
     thread t;
     wait_queue joiners;
     guarded_stack stack;
+    int (*fn)(void*) = nullptr;
+    void* arg = nullptr;
 };
+
+// Every kernel thread starts here, on its own CPU (threads never migrate): the guard page was unmapped
+// on the creating CPU, and this CPU may still cache a translation of it (it may have been heap memory
+// here a moment ago), so drop that before the thread can overflow into it.
+inline int kernel_thread_main(void* p) {
+    auto* k = static_cast<kernel_thread*>(p);
+    asm volatile("invlpg (%0)" ::"r"(k->stack.guard) : "memory");
+    return k->fn(k->arg);
+}
 
 // Per-CPU cache of default-size stacks: thread creation then costs no page-table edit (the guard page stays
 // unmapped while cached). Touched only by its own CPU.
@@ -278,9 +291,11 @@ inline expected<thread_handle> begin_thread(int (*fn)(void*), void* arg, thread_
     }
     auto* k = ::new (*mem) detail::kernel_thread{};
     k->stack = *stack;
+    k->fn = fn;
+    k->arg = arg;
     thread& t = k->t;
-    t.fn = fn;
-    t.arg = arg;
+    t.fn = &detail::kernel_thread_main;
+    t.arg = k;
     t.cpu = cpu;
     t.detached = o.detached;
     t.id = __atomic_fetch_add(&proc.next_thread_id, 1, __ATOMIC_RELAXED);
@@ -439,10 +454,14 @@ inline expected<void> start_aps(const boot_info& boot, const platform_info& plat
     for (std::size_t i = 0; i < blob; ++i) dst[i] = toro_ap_trampoline[i];
     auto* params = reinterpret_cast<ap_params*>(page + (toro_ap_params - toro_ap_trampoline));
     live_params = params;
+    // The boot CPU's control registers, limited to what the trampoline can load in 32-bit mode: the page
+    // tables below 4 GiB, CR4's PAE and SSE bits (a loader's PCIDE would fault there), EFER's SCE/LME/NXE.
+    TORO_ASSERT(arch::read_cr3() < (std::uint64_t{1} << 32), "the kernel's page tables must lie below 4 GiB");
     params->cr0 = static_cast<std::uint32_t>(arch::read_cr0());
     params->cr3 = static_cast<std::uint32_t>(arch::read_cr3());
-    params->cr4 = static_cast<std::uint32_t>(arch::read_cr4());
-    params->efer = static_cast<std::uint32_t>(arch::rdmsr(0xc0000080) & 0xd01); // SCE, LME, NXE
+    params->cr4 =
+        static_cast<std::uint32_t>(arch::read_cr4() & (0x20 | 0x200 | 0x400));  // PAE, OSFXSR, OSXMMEXCPT
+    params->efer = static_cast<std::uint32_t>(arch::rdmsr(0xc0000080) & 0x901); // SCE, LME, NXE
     params->far64_offset = static_cast<std::uint32_t>(reinterpret_cast<std::uintptr_t>(&toro_ap_start64));
     params->far64_selector = 0x18;
     params->entry = reinterpret_cast<std::uintptr_t>(&toro_ap_main);
@@ -482,6 +501,9 @@ inline expected<void> start_aps(const boot_info& boot, const platform_info& plat
             if (auto r = local_apic().with([&](auto& a) { return a.send_startup(c.apic_id, vector); }); !r)
                 return r;
             if (!wait_started(params, 200 * ms)) {
+                // Park it (INIT: wait for a SIPI that never comes), so that a CPU that was only slow cannot
+                // start later on the parameters of the next one.
+                (void)local_apic().with([&](auto& a) { return a.send_init(c.apic_id); });
                 print("toro: CPU with APIC id {} did not start; going on without it\n", c.apic_id);
                 continue;
             }
@@ -490,7 +512,8 @@ inline expected<void> start_aps(const boot_info& boot, const platform_info& plat
         // begin_thread on it works as soon as start() returns.
         const std::uint64_t until = arch::rdtsc() + 200 * ms;
         while (!the_scheduler.online(index) && arch::rdtsc() < until) __builtin_ia32_pause();
-        if (!the_scheduler.online(index)) return unexpected{"a started CPU never brought its scheduler up", index};
+        if (!the_scheduler.online(index))
+            return unexpected{"a started CPU never brought its scheduler up", index};
         ++proc.cpu_count;
     }
     return kernel_map.set_page_executable(page, false);

@@ -172,8 +172,11 @@ public:
         cpu_state& target = cpus_[t->cpu];
         while (!target.inbox[me].push(t)) { // full: let the target drain it
             P::kick(t->cpu);
-            if (s.current != &s.idle) yield();
-            P::poll_interrupts();
+            // Drain our own inbox meanwhile: the target may be stuck the same way, sending to us.
+            if (s.current != &s.idle)
+                yield();
+            else
+                poll(s);
         }
         // Pairs with the idle loop's store of idle_flag then its check of the inbox: one of the two sees
         // the other, so a thread is never left in the inbox of a halted CPU.
@@ -244,7 +247,10 @@ private:
                 switch_to(s, sel.next);
                 continue;
             }
-            __atomic_store_n(&s.idle_flag, 1u, __ATOMIC_SEQ_CST);
+            // Store idle_flag, then check the inbox; a sender pushes, then checks idle_flag. The fences make
+            // at least one side see the other (a Dekker pair), so no thread is left in a halted CPU's inbox.
+            __atomic_store_n(&s.idle_flag, 1u, __ATOMIC_RELAXED);
+            __atomic_thread_fence(__ATOMIC_SEQ_CST);
             if (inbox_empty(s)) P::idle_wait(sel.idle_until);
             __atomic_store_n(&s.idle_flag, 0u, __ATOMIC_RELAXED);
         }

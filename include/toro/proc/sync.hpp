@@ -5,7 +5,8 @@
 //
 // A wait queue's list is guarded by a spin lock, because wakers may run on other CPUs. Nothing yields while
 // holding it: a waker claims threads under the lock (the compare-exchange that also settles the race with a
-// timeout) and makes them ready after releasing it.
+// timeout) and makes them ready after releasing it. Every primitive changes its condition under that lock
+// too, so a waiter that sees the change knows the waker is done with the object and may free it.
 #pragma once
 
 #include <cstddef>
@@ -107,10 +108,11 @@ public:
         owner_ = S::current();
         return true;
     }
+    // The release happens under the queue's lock (update_and_wake): a thread that then takes the mutex,
+    // unlocks it and frees it cannot free it while this unlock still touches the queue.
     void unlock() {
         owner_ = nullptr;
-        __atomic_store_n(&held_, 0u, __ATOMIC_RELEASE);
-        queue_.wake(1);
+        queue_.update_and_wake([&] { __atomic_store_n(&held_, 0u, __ATOMIC_RELEASE); }, 1);
     }
     thread* owner() const { return owner_; }
 
@@ -141,8 +143,7 @@ public:
     }
     void acquire() { (void)acquire_until(0); }
     void release(std::uint32_t n = 1) {
-        __atomic_fetch_add(&count_, n, __ATOMIC_RELEASE);
-        queue_.wake(n);
+        queue_.update_and_wake([&] { __atomic_fetch_add(&count_, n, __ATOMIC_RELEASE); }, n);
     }
     std::uint32_t count() const { return __atomic_load_n(&count_, __ATOMIC_RELAXED); }
 
@@ -156,8 +157,7 @@ template <class S>
 class basic_event {
 public:
     void set() {
-        __atomic_store_n(&set_, 1u, __ATOMIC_RELEASE);
-        queue_.wake_all();
+        queue_.update_and_wake([&] { __atomic_store_n(&set_, 1u, __ATOMIC_RELEASE); }, ~std::size_t{0});
     }
     void reset() { __atomic_store_n(&set_, 0u, __ATOMIC_RELEASE); }
     bool is_set() const { return __atomic_load_n(&set_, __ATOMIC_ACQUIRE) != 0; }

@@ -32,6 +32,7 @@ struct platform {
     static inline std::atomic<std::uint64_t> fake_now{1000};
     static inline std::array<cpu_signal, cpus> signals;
     static inline std::atomic<std::uint64_t> kicks{0};
+    static inline std::atomic<std::uint64_t> lost_kicks{0};
 
     static std::uint32_t this_cpu() { return cpu; }
     static std::uint64_t now() {
@@ -50,13 +51,13 @@ struct platform {
         }
         cpu_signal& s = signals[cpu];
         std::unique_lock<std::mutex> l{s.m};
-        auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(2);
         if (deadline != 0) {
             const std::uint64_t n = now();
-            until =
-                std::chrono::steady_clock::now() + std::chrono::nanoseconds(deadline > n ? deadline - n : 0);
+            s.cv.wait_for(l, std::chrono::nanoseconds(deadline > n ? deadline - n : 0),
+                          [&] { return s.kicked; });
+        } else if (!s.cv.wait_for(l, std::chrono::seconds(2), [&] { return s.kicked; })) {
+            ++lost_kicks; // nothing to wait for but a kick, and none came: the scheduler lost one
         }
-        s.cv.wait_until(l, until, [&] { return s.kicked; });
         s.kicked = false;
     }
     static void kick(std::uint32_t c) {

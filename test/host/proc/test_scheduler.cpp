@@ -153,24 +153,45 @@ TEST_CASE("a wake that loses to the timeout does not make the thread ready twice
     f.enter(0, &f.main_thread);
     static host::wait_queue q;
     static bool result;
+    static int resumed;
+    static std::size_t woken;
     result = true;
+    resumed = 0;
+    woken = 99;
+    const std::uint64_t t0 = host::platform::now();
     host::test_thread waiter{[](void*) {
                                  result = q.wait_while([] { return true; }, host::platform::now() + 50);
+                                 ++resumed;
                                  return 0;
                              },
                              nullptr, 0};
     sched->start(&waiter.t);
+    sched->yield(); // the waiter queues itself and blocks, its timeout at t0 + 50
+    REQUIRE(q.waiting() == 1);
+    host::test_thread waker{[](void*) {
+                                woken = q.wake(1);
+                                return 0;
+                            },
+                            nullptr, 0};
+    sched->start(&waker.t);
+    // Time passes the deadline with the waker queued: the next scheduling point expires the waiter (its
+    // timeout wins the wake word) and queues it behind the waker, which then wakes a thread still linked in
+    // the queue but no longer claimable.
+    host::platform::fake_now = t0 + 60;
     sched->yield();
-    CHECK(q.waiting() == 1);
-    sched->sleep_until(host::platform::now() + 100); // the waiter times out meanwhile
-    CHECK(q.wake(1) == 0);                           // nobody left to wake
-    while (__atomic_load_n(&waiter.t.done, __ATOMIC_ACQUIRE) == 0) sched->yield();
+    while (__atomic_load_n(&waiter.t.done, __ATOMIC_ACQUIRE) == 0 ||
+           __atomic_load_n(&waker.t.done, __ATOMIC_ACQUIRE) == 0)
+        sched->yield();
+    CHECK(woken == 0);
     CHECK_FALSE(result);
+    CHECK(resumed == 1);
     CHECK(q.waiting() == 0);
+    CHECK(toro::load_wake(&waiter.t) == toro::wake_reason::timed_out);
 }
 
 TEST_CASE("four CPUs: remote creation, cross-CPU wakes and a contended mutex") {
     fixture f{false};
+    host::platform::lost_kicks = 0;
     constexpr int per_thread = 2000;
     static host::mutex m;
     static long counter;
@@ -241,6 +262,9 @@ TEST_CASE("four CPUs: remote creation, cross-CPU wakes and a contended mutex") {
     join_all(ts);
     stop.set();
     for (auto& t : cpus) t.join();
+    // An idle CPU with nothing to wait for sleeps until kicked; had a kick been lost, it would have slept
+    // out its (long) safety timeout.
+    CHECK(host::platform::lost_kicks == 0);
     CHECK(counter == long{per_thread} * 2 * host::cpus);
     CHECK(rounds_done == 500);
     for (std::size_t i = 0; i < 2 * host::cpus; ++i) CHECK(ts[i]->t.exit_code == static_cast<int>(i / 2));
