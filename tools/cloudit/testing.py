@@ -27,6 +27,9 @@ REGISTERS = [r"RIP 0x[0-9a-f]{16}  CS 0x0008", r"RAX 0x[0-9a-f]{16}", r"R15 0x[0
              r"backtrace:\n    #0 0x[0-9a-f]{16}\n    #1 0x[0-9a-f]{16}", r"toro: panic: unhandled CPU exception"]
 
 
+PROC_IRQ = [r"^proc: irq: vector 0x30 on CPU 1: woken after \d+ us, handler ran 1 time\(s\) on CPU 1$"]
+
+
 def proc_cpus(n):
     """What test/qemu/proc's "cpus" mode prints when n CPUs run a thread each, and CPU n does not exist."""
     return [rf"^proc: {n} CPUs, 0 threads on the wrong CPU; a thread on CPU {n}: begin_thread: no such CPU online$"]
@@ -152,6 +155,11 @@ QEMU_CASES = [
     ("proc/thread-stack-overflow", "test/qemu/proc", "microvm", "overflow", 101,
      [FAULT_HEADER.format("#DF", "double fault", 8),
       r"the fault address is the guard page of thread \d+'s stack \(8192 bytes, CPU 0\): stack overflow"]),
+    # A device interrupt (the PIT's, through the IOAPIC to CPU 1) wakes a thread waiting on CPU 0. microvm's
+    # MADT lacks the IRQ 0 -> GSI 2 override its MP table has: tested there with acpi=off.
+    ("proc/device-interrupt-wakes-thread-pc", "test/qemu/proc", "qboot", "irq", 0, PROC_IRQ, ["-smp", "2"]),
+    ("proc/device-interrupt-wakes-thread-microvm", "test/qemu/proc", "microvm", "irq", 0, PROC_IRQ,
+     ["-smp", "2", "-machine", "acpi=off"]),
     ("proc/threads-example", "threads", "microvm", "", 0,
      [r"^4 CPU\(s\)", r"^thread \d+ on CPU 3: round 3", r"^all 4 threads joined \(sum of results 6\)$"],
      ["-smp", "4"]),

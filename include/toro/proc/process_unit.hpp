@@ -19,6 +19,7 @@
 #include <toro/arch/x86_64/cpu_local.hpp>
 #include <toro/arch/x86_64/exceptions.hpp>
 #include <toro/arch/x86_64/gdt.hpp>
+#include <toro/arch/x86_64/ioapic.hpp>
 #include <toro/arch/x86_64/lapic.hpp>
 #include <toro/arch/x86_64/port_io.hpp>
 #include <toro/arch/x86_64/time.hpp>
@@ -105,6 +106,7 @@ struct kernel_sched_platform {
         if (!r) print("toro: wake-up IPI to CPU {} failed: {}\n", cpu, r.error());
     }
     static void poll_interrupts() { asm volatile("sti; nop; cli" ::: "memory"); }
+    static bool in_interrupt() { return arch::this_cpu().in_interrupt != 0; }
     static void switched(thread* t) {
         arch::this_cpu().stack = {reinterpret_cast<std::uintptr_t>(t->stack_low),
                                   reinterpret_cast<std::uintptr_t>(t->stack_high)};
@@ -427,6 +429,110 @@ extern "C" [[noreturn]] inline void toro_ap_main(std::uint32_t cpu) {
 }
 
 } // namespace detail
+// ---- device interrupts ----------------------------------------------------------------------------------
+//
+// A driver registers a handler and gets a vector, then routes its device to it (an IOAPIC pin here; MSI-X
+// with the device unit). Like every interrupt, a device's arrives only at a scheduling point (the idle loop's
+// hlt or the window at each switch), so its handler interrupts nothing half-done: it may wake threads
+// (event::set, semaphore::release) but never blocks or switches (in_interrupt() makes the scheduler wait
+// instead of yielding).
+
+using interrupt_handler = void (*)(void* context);
+inline constexpr std::uint8_t first_device_vector = 0x30;
+inline constexpr std::size_t device_vectors = 16;
+
+namespace detail {
+
+struct interrupt_slot {
+    interrupt_handler fn = nullptr;
+    void* context = nullptr;
+};
+inline std::array<interrupt_slot, device_vectors> interrupt_slots{};
+inline std::uint32_t interrupt_slots_used = 0; // atomic
+inline platform_info platform;                 // what the firmware said (process::start)
+
+struct kernel_ioapic {
+    arch::ioapic<arch::mmio_window> regs{arch::mmio_window{nullptr}};
+    std::uint16_t pins = 0;
+};
+inline std::array<kernel_ioapic, platform_info::max_ioapics> ioapics{};
+
+extern "C" [[gnu::used]] inline void toro_device_interrupt(std::uint64_t vector) {
+    arch::cpu_local& c = arch::this_cpu();
+    ++c.in_interrupt;
+    const interrupt_slot& s = interrupt_slots[(vector - first_device_vector) % device_vectors];
+    if (s.fn != nullptr) s.fn(s.context);
+    --c.in_interrupt;
+    local_apic().with([](auto& a) { a.eoi(); });
+}
+
+// The stub pushed the vector above the CPU's 5-word frame (rsp 16-aligned again); 9 saved registers and
+// 8 bytes of padding keep the call aligned.
+extern "C" [[gnu::naked, gnu::used]] inline void toro_device_interrupt_common() {
+    asm("push %rax\n\tpush %rcx\n\tpush %rdx\n\tpush %rsi\n\tpush %rdi\n\t"
+        "push %r8\n\tpush %r9\n\tpush %r10\n\tpush %r11\n\t"
+        "sub $8, %rsp\n\t"
+        "mov 80(%rsp), %rdi\n\t"
+        "cld\n\tcall toro_device_interrupt\n\t"
+        "add $8, %rsp\n\t"
+        "pop %r11\n\tpop %r10\n\tpop %r9\n\tpop %r8\n\t"
+        "pop %rdi\n\tpop %rsi\n\tpop %rdx\n\tpop %rcx\n\tpop %rax\n\t"
+        "add $8, %rsp\n\t"
+        "iretq");
+}
+template <std::size_t I>
+[[gnu::naked]] void device_interrupt_stub() {
+    asm("pushq %0\n\tjmp toro_device_interrupt_common" ::"i"(first_device_vector + I));
+}
+template <std::size_t... I>
+void install_device_stubs(std::index_sequence<I...>) {
+    (kernel_idt.set_gate(first_device_vector + I,
+                         reinterpret_cast<std::uintptr_t>(&device_interrupt_stub<I>)),
+     ...);
+}
+
+// Maps every IOAPIC the firmware lists and masks all its pins: firmware may leave some live.
+inline expected<void> start_ioapics(const platform_info& plat) {
+    for (std::size_t i = 0; i < plat.ioapic_count; ++i) {
+        auto regs = kernel_map.map_device(plat.ioapics[i].address, page_size);
+        if (!regs) return unexpected{regs.error()};
+        ioapics[i].regs = arch::ioapic<arch::mmio_window>{
+            arch::mmio_window{static_cast<volatile std::uint32_t*>(*regs)}, plat.ioapics[i].gsi_base};
+        ioapics[i].pins = static_cast<std::uint16_t>(ioapics[i].regs.max_pin() + 1);
+        ioapics[i].regs.mask_all();
+    }
+    install_device_stubs(std::make_index_sequence<device_vectors>{});
+    return {};
+}
+
+} // namespace detail
+
+// Gives `fn(context)` a vector of its own; program the device (IOAPIC route, MSI-X entry) with it.
+inline expected<std::uint8_t> register_interrupt(interrupt_handler fn, void* context) {
+    const std::uint32_t slot = __atomic_fetch_add(&detail::interrupt_slots_used, 1, __ATOMIC_RELAXED);
+    if (slot >= device_vectors) return unexpected{"no free device interrupt vector; in use", device_vectors};
+    detail::interrupt_slots[slot] = {fn, context};
+    return static_cast<std::uint8_t>(first_device_vector + slot);
+}
+
+// Routes GSI `gsi` through its IOAPIC to `vector` on `cpu`.
+inline expected<void> route_gsi(std::uint32_t gsi, std::uint8_t vector, std::uint32_t cpu,
+                                arch::trigger_mode t, arch::polarity p) {
+    if (cpu >= proc.cpu_count) return unexpected{"route_gsi: no such CPU", cpu};
+    std::array<std::uint16_t, platform_info::max_ioapics> pins{};
+    for (std::size_t i = 0; i < detail::platform.ioapic_count; ++i) pins[i] = detail::ioapics[i].pins;
+    auto at = arch::find_ioapic_pin(detail::platform.ioapic_list(),
+                                    {pins.data(), detail::platform.ioapic_count}, gsi);
+    if (!at) return unexpected{at.error()};
+    return detail::ioapics[at->ioapic].regs.route(at->pin, vector, proc.apic_ids[cpu], t, p);
+}
+
+// An ISA IRQ (the PIT's 0, COM1's 4...) through the firmware's overrides to `vector` on `cpu`.
+inline expected<void> route_isa_irq(std::uint8_t irq, std::uint8_t vector, std::uint32_t cpu) {
+    const arch::gsi_route r = arch::isa_route(irq, detail::platform.override_list());
+    return route_gsi(r.gsi, vector, cpu, r.trigger, r.pol);
+}
+
 namespace detail {
 
 // A free page below 1 MiB for the AP start-up code: usable RAM in the boot map, above the real-mode IVT/BDA.
@@ -594,9 +700,10 @@ public:
         arch::stack_overflow_note = &detail::note_stack_overflow;
 
         // The other CPUs, as the firmware lists them (none listed: one CPU).
-        static platform_info plat;
+        platform_info& plat = detail::platform;
         detail::mapping_reader reader;
         if (auto r = discover_platform(reader, boot.rsdp, plat); !r) return r;
+        if (auto r = detail::start_ioapics(plat); !r) return r;
         const std::uint32_t limit = detail::cpu_limit(boot.cmdline());
         if (plat.cpu_count > 1 && limit > 1)
             if (auto r = detail::start_aps(boot, plat, limit); !r) return r;

@@ -23,6 +23,7 @@ namespace toro {
 // What the scheduler needs from the machine. this_cpu(): the caller's CPU index. now(): the clock, in
 // ticks. idle_wait(deadline): sleep until an interrupt, a kick, or the deadline (0: none); may return early.
 // kick(cpu): wake that CPU from idle_wait. poll_interrupts(): let pending interrupts in (between threads).
+// in_interrupt(): true inside an interrupt handler, which may make threads ready but must never switch.
 // switched(t): t runs from now on (the kernel records its stack for backtraces).
 template <class P>
 concept scheduler_platform = requires(std::uint64_t ticks, std::uint32_t cpu, thread* t) {
@@ -31,6 +32,7 @@ concept scheduler_platform = requires(std::uint64_t ticks, std::uint32_t cpu, th
     { P::idle_wait(ticks) } -> std::same_as<void>;
     { P::kick(cpu) } -> std::same_as<void>;
     { P::poll_interrupts() } -> std::same_as<void>;
+    { P::in_interrupt() } -> std::same_as<bool>;
     { P::switched(t) } -> std::same_as<void>;
 };
 
@@ -40,6 +42,7 @@ struct scheduler_platform_archetype {
     static void idle_wait(std::uint64_t) {}
     static void kick(std::uint32_t) {}
     static void poll_interrupts() {}
+    static bool in_interrupt() { return false; }
     static void switched(thread*) {}
 };
 static_assert(scheduler_platform<scheduler_platform_archetype>);
@@ -172,8 +175,11 @@ public:
         cpu_state& target = cpus_[t->cpu];
         while (!target.inbox[me].push(t)) { // full: let the target drain it
             P::kick(t->cpu);
-            // Drain our own inbox meanwhile: the target may be stuck the same way, sending to us.
-            if (s.current != &s.idle)
+            // Drain our own inbox meanwhile: the target may be stuck the same way, sending to us. An
+            // interrupt handler can do neither (it runs inside whatever it interrupted): it waits.
+            if (P::in_interrupt())
+                __builtin_ia32_pause();
+            else if (s.current != &s.idle)
                 yield();
             else
                 poll(s);

@@ -70,6 +70,7 @@ struct platform {
         s.cv.notify_one();
     }
     static void poll_interrupts() {}
+    static bool in_interrupt() { return false; }
     static void switched(toro::thread*) {}
 };
 static_assert(toro::scheduler_platform<platform>);

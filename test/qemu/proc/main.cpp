@@ -6,6 +6,7 @@
 //   sync      mutex, semaphore, event and timed waits across CPUs
 //   overflow  a thread recurses through its guard page: the report names the thread
 //   bench     yield, create+join, remote creation latency, sleep overshoot (./cloudit bench sched)
+//   irq       the PIT's interrupt, routed through the IOAPIC to the last CPU, wakes a thread waiting on CPU 0
 #include <toro/kernel.hpp>
 #include <toro/mem/memory_unit.hpp>
 #include <toro/proc/process_unit.hpp>
@@ -228,6 +229,37 @@ int bench(proc_os& os) {
     return 0;
 }
 
+toro::event pit_fired;
+std::uint32_t pit_calls = 0, pit_cpu = ~0u;
+
+int irq_test(proc_os& os) {
+    auto vector = toro::register_interrupt(
+        [](void*) {
+            ++pit_calls;
+            pit_cpu = toro::current_cpu();
+            pit_fired.set(); // wakes the waiter, on another CPU when there is one
+        },
+        nullptr);
+    if (!vector) return toro::print("proc: irq: {}\n", vector.error()), 1;
+    const std::uint32_t cpu = os.cpus() - 1;
+    if (auto r = toro::route_isa_irq(0, *vector, cpu); !r)
+        return toro::print("proc: irq: {}\n", r.error()), 1;
+    // An edge the PIT raised while the pin was masked (TSC calibration used channel 0) may be pending.
+    toro::thread_sleep(2);
+    pit_fired.reset();
+    pit_calls = 0;
+    // Channel 0, mode 0 (interrupt on terminal count), 5966 clocks: 5 ms.
+    toro::arch::outb(0x43, 0x30);
+    toro::arch::outb(0x40, 5966 & 0xff);
+    toro::arch::outb(0x40, 5966 >> 8);
+    const std::uint64_t t0 = toro::now_ns();
+    const bool woke = pit_fired.wait_until(toro::deadline_after_ns(1'000'000'000));
+    const std::uint64_t us = (toro::now_ns() - t0) / 1000;
+    toro::print("proc: irq: vector {:#x} on CPU {}: {} after {} us, handler ran {} time(s) on CPU {}\n",
+                *vector, cpu, woke ? "woken" : "timed out", us, pit_calls, pit_cpu);
+    return woke && pit_calls == 1 && pit_cpu == cpu && us >= 4000 ? 0 : 1;
+}
+
 } // namespace
 
 int app_main(proc_os& os) {
@@ -243,6 +275,7 @@ int app_main(proc_os& os) {
     if (toro::has_word(mode, "overflow"))
         return *toro::begin_thread(&overflow_body, nullptr, {.stack_size = 8192})->join();
     if (toro::has_word(mode, "bench")) return bench(os);
+    if (toro::has_word(mode, "irq")) return irq_test(os);
     toro::print("proc: unknown mode '{}'\n", mode);
     return 2;
 }

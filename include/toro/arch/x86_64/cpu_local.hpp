@@ -23,8 +23,9 @@ struct cpu_local {
     cpu_local* self = nullptr; // %gs:0
     std::uint32_t index = 0;   // %gs:8: 0 for the boot CPU, then in start-up order
     std::uint32_t apic_id = 0;
-    stack_range stack;         // the stack the CPU runs on now, for backtraces
-    void* scheduler = nullptr; // the process unit's per-CPU scheduler, when there is one
+    stack_range stack;              // the stack the CPU runs on now, for backtraces
+    void* scheduler = nullptr;      // the process unit's per-CPU scheduler, when there is one
+    std::uint32_t in_interrupt = 0; // inside a device interrupt handler
 };
 static_assert(offsetof(cpu_local, index) == 8);
 
