@@ -463,6 +463,44 @@ def run_idle_tests(t, args, pool):
     return jobs
 
 
+def blk_case(t, name, kernels, accel, cpu, extra, image):
+    """test/qemu/blk against a disk image: the guest reads the pattern written here and writes its own, which
+    is checked in the image file after the guest exits."""
+    size = 1 << 20
+    with open(image, "wb") as f:
+        f.write(bytes((o * 131 + o // 512) & 0xFF for o in range(size)))
+    drive = ["-machine", "acpi=off", "-drive", f"if=none,id=d0,file={image},format=raw",
+             "-device", "virtio-blk-device,drive=d0"]
+    cmd = vm.vm_command(kernels, "microvm", accel, cpu, 1, "128M", "", drive + extra)
+    try:
+        r = vm.boot(cmd, 120, echo=False)
+    except CloudItError as e:
+        t.record(name, False, str(e))
+        return
+    with open(image, "rb") as f:
+        data = f.read()
+    written = data[1024 * 512:1025 * 512 + 7 * 512]
+    bad = sum(1 for k, b in enumerate(written) if b != ((1024 * 512 + k) ^ 0x5A) & 0xFF)
+    untouched = data[:1024 * 512] == bytes((o * 131 + o // 512) & 0xFF for o in range(1024 * 512))
+    ok = (r.status == 0 and "read 128 sectors in 16-sector requests: 0 bad bytes" in r.output and bad == 0
+          and untouched and len(data) == size)
+    t.record(name, ok, f"status {r.status}; {bad} bad bytes in the sectors the guest wrote; the rest untouched: "
+             f"{untouched}\n{r.output[-1500:]}{r.qemu_stderr[-500:]}")
+
+
+def run_blk_tests(t, args, pool):
+    bdir = os.path.join(ROOT, "build", "default")
+    kernels = builder.kernel_paths(builder.Appliance(os.path.join(ROOT, "test", "qemu", "blk")), bdir)
+    jobs = []
+    for version, extra in (("v1", []), ("v2", ["-global", "virtio-mmio.force-legacy=false"])):
+        for accel, cpu in accelerators("microvm"):
+            name = f"qemu/blk/virtio-blk-mmio-{version}-read-write [{accel}]"
+            if wanted(args, name):
+                image = os.path.join(bdir, f"blk-{version}-{accel}.img")
+                jobs.append(pool.submit(blk_case, t, name, kernels, accel, cpu, extra, image))
+    return jobs
+
+
 def run_all(args):
     deps.ensure(deps.TEST)
     t = Tally()
@@ -479,8 +517,8 @@ def run_all(args):
         run_launcher_errors(t, bdir, args)
         run_fuzzers(t, bdir, args)
         with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-            jobs = (run_qemu_tests(t, args, pool) + run_idle_tests(t, args, pool) + run_cli_tests(t, args, pool) +
-                    run_static_tables(t, args, pool))
+            jobs = (run_qemu_tests(t, args, pool) + run_idle_tests(t, args, pool) + run_blk_tests(t, args, pool) +
+                    run_cli_tests(t, args, pool) + run_static_tables(t, args, pool))
             for j in jobs:
                 j.result()
     if t.failures:
