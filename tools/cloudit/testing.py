@@ -463,15 +463,18 @@ def run_idle_tests(t, args, pool):
     return jobs
 
 
-def blk_case(t, name, kernels, accel, cpu, extra, image):
+def blk_case(t, name, kernels, accel, cpu, extra, image, vmm="microvm", device="virtio-blk-device",
+             first_line="virtio-mmio"):
     """test/qemu/blk against a disk image: the guest reads the pattern written here and writes its own, which
-    is checked in the image file after the guest exits."""
+    is checked in the image file after the guest exits. `vmm` and `device` choose the path: microvm with
+    virtio-blk-device (MMIO, announced on the command line), or a pc VMM with virtio-blk-pci (found on PCI);
+    `first_line` is what the guest's first report must say about the transport."""
     size = 1 << 20
     with open(image, "wb") as f:
         f.write(bytes((o * 131 + o // 512) & 0xFF for o in range(size)))
-    drive = ["-machine", "acpi=off", "-drive", f"if=none,id=d0,file={image},format=raw",
-             "-device", "virtio-blk-device,drive=d0"]
-    cmd = vm.vm_command(kernels, "microvm", accel, cpu, 1, "128M", "", drive + extra)
+    drive = (["-machine", "acpi=off"] if vmm == "microvm" else []) + [
+        "-drive", f"if=none,id=d0,file={image},format=raw", "-device", f"{device},drive=d0"]
+    cmd = vm.vm_command(kernels, vmm, accel, cpu, 1, "128M", "", drive + extra)
     try:
         r = vm.boot(cmd, 120, echo=False)
     except CloudItError as e:
@@ -483,21 +486,34 @@ def blk_case(t, name, kernels, accel, cpu, extra, image):
     bad = sum(1 for k, b in enumerate(written) if b != ((1024 * 512 + k) ^ 0x5A) & 0xFF)
     untouched = data[:1024 * 512] == bytes((o * 131 + o // 512) & 0xFF for o in range(1024 * 512))
     ok = (r.status == 0 and "read 128 sectors in 16-sector requests: 0 bad bytes" in r.output and bad == 0
-          and untouched and len(data) == size)
+          and f"blk: {first_line}" in r.output and untouched and len(data) == size)
     t.record(name, ok, f"status {r.status}; {bad} bad bytes in the sectors the guest wrote; the rest untouched: "
              f"{untouched}\n{r.output[-1500:]}{r.qemu_stderr[-500:]}")
+
+
+# (name, vmm, device, extra QEMU arguments, what the guest's first line says of the transport)
+BLK_CASES = [
+    ("virtio-blk-mmio-v1", "microvm", "virtio-blk-device", [], "virtio-mmio v1"),
+    ("virtio-blk-mmio-v2", "microvm", "virtio-blk-device", ["-global", "virtio-mmio.force-legacy=false"],
+     "virtio-mmio v2"),
+    ("virtio-blk-pci-legacy-qboot", "qboot", "virtio-blk-pci,disable-modern=on", [], "virtio-pci legacy"),
+    ("virtio-blk-pci-modern-qboot", "qboot", "virtio-blk-pci,disable-legacy=on", [], "virtio-pci modern"),
+    ("virtio-blk-pci-legacy-seabios", "seabios", "virtio-blk-pci,disable-modern=on", [], "virtio-pci legacy"),
+    ("virtio-blk-pci-modern-seabios", "seabios", "virtio-blk-pci,disable-legacy=on", [], "virtio-pci modern"),
+]
 
 
 def run_blk_tests(t, args, pool):
     bdir = os.path.join(ROOT, "build", "default")
     kernels = builder.kernel_paths(builder.Appliance(os.path.join(ROOT, "test", "qemu", "blk")), bdir)
     jobs = []
-    for version, extra in (("v1", []), ("v2", ["-global", "virtio-mmio.force-legacy=false"])):
-        for accel, cpu in accelerators("microvm"):
-            name = f"qemu/blk/virtio-blk-mmio-{version}-read-write [{accel}]"
+    for case, vmm, device, extra, first_line in BLK_CASES:
+        for accel, cpu in accelerators(vmm):
+            name = f"qemu/blk/{case}-read-write [{accel}]"
             if wanted(args, name):
-                image = os.path.join(bdir, f"blk-{version}-{accel}.img")
-                jobs.append(pool.submit(blk_case, t, name, kernels, accel, cpu, extra, image))
+                image = os.path.join(bdir, f"blk-{case}-{accel}.img")
+                jobs.append(pool.submit(blk_case, t, name, kernels, accel, cpu, extra, image, vmm, device,
+                                        first_line))
     return jobs
 
 
