@@ -155,6 +155,8 @@ QEMU_CASES = [
     ("proc/thread-stack-overflow", "test/qemu/proc", "microvm", "overflow", 101,
      [FAULT_HEADER.format("#DF", "double fault", 8),
       r"the fault address is the guard page of thread \d+'s stack \(8192 bytes, CPU 0\): stack overflow"]),
+    ("blk/missing-device-reported", "test/qemu/blk", "microvm", "", 3,
+     [r"^blk: no virtio block device on the command line or on PCI: virtio-pci: no such virtio function"]),
     # A device interrupt (the PIT's, through the IOAPIC to CPU 1) wakes a thread waiting on CPU 0. microvm's
     # MADT lacks the IRQ 0 -> GSI 2 override its MP table has: tested there with acpi=off.
     ("proc/device-interrupt-wakes-thread-pc", "test/qemu/proc", "qboot", "irq", 0, PROC_IRQ, ["-smp", "2"]),
