@@ -4,6 +4,8 @@
 // generic over block_device instantiated with the archetype.
 #include <catch2/catch.hpp>
 
+#include "../temp_path.hpp"
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -44,19 +46,6 @@ toro::expected<void> copy_block(D& d, std::uint64_t from, std::uint64_t to, std:
     if (auto ok = d.read(from, buf.first(d.block_size())); !ok) return ok;
     return d.write(to, buf.first(d.block_size()));
 }
-
-// A unique temporary path, removed when the test ends.
-struct temp_path {
-    std::string path;
-    temp_path() {
-        char name[] = "/tmp/toro_block_XXXXXX";
-        const int fd = mkstemp(name);
-        REQUIRE(fd >= 0);
-        close(fd);
-        path = name;
-    }
-    ~temp_path() { unlink(path.c_str()); }
-};
 
 } // namespace
 

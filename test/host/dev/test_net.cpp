@@ -3,6 +3,8 @@
 // determinism for a seed, rates over 10k frames), and pcap_writer's file parsed back.
 #include <catch2/catch.hpp>
 
+#include "../temp_path.hpp"
+
 #include <unistd.h>
 
 #include <cstddef>
@@ -59,18 +61,6 @@ std::vector<bytes> drain(D& nic) {
     while (auto f = recv(nic)) out.push_back(std::move(*f));
     return out;
 }
-
-struct temp_path {
-    std::string path;
-    temp_path() {
-        char name[] = "/tmp/toro_pcap_XXXXXX";
-        const int fd = mkstemp(name);
-        REQUIRE(fd >= 0);
-        close(fd);
-        path = name;
-    }
-    ~temp_path() { unlink(path.c_str()); }
-};
 
 } // namespace
 
