@@ -1,5 +1,5 @@
-"""./cloudit bench boot|size|build|mem|sched: boot cost against each path's floor, image sizes, build times,
-heap and scheduler costs.
+"""./cloudit bench boot|size|build|mem|sched|dev: boot cost against each path's floor, image sizes, build times,
+heap and scheduler costs, device throughput.
 
 Boot: for every path, launch -> exit wall time of `hello --profile-boot` (kernel_main's first statement exits)
 and of the floor guest (test/qemu/floor: its first instruction exits, same VMM flags), interleaved run by run
@@ -302,6 +302,128 @@ def bench_sched(args):
             print(f"  {name:11} {s['median']:.0f} ({s['min']:.0f}-{s['max']:.0f}){ms}, /hello {s['ratio_to_hello']}")
     else:
         say("no boot trace from some configuration: " + ", ".join(f"{k} {len(v)}" for k, v in cycles.items()))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=2)
+        say(f"wrote {args.json}")
+    return 0
+
+
+BLK_BENCH = re.compile(r"bench: blk bytes (\d+) read_ns (\d+) write_ns (\d+) rand_reads (\d+) rand_ns (\d+)")
+NET_BENCH = re.compile(r"bench: net tx_frames (\d+) tx_ns (\d+) tx_ring_full (\d+) echoed (\d+) echo_ns (\d+)")
+# (name, VMM, -device): the disk and each NIC on the transports the devices unit drives.
+DEV_BLK = [("virtio-blk mmio (microvm)", "microvm", "virtio-blk-device"),
+           ("virtio-blk pci modern (seabios)", "seabios", "virtio-blk-pci,disable-legacy=on")]
+DEV_NET = [("virtio-net mmio (microvm)", "microvm", "virtio-net-device"),
+           ("virtio-net pci modern (seabios)", "seabios", "virtio-net-pci,disable-legacy=on"),
+           ("e1000 (seabios)", "seabios", "e1000")]
+
+
+def host_disk_reference(image, size, rand_reads=4096):
+    """dd over the image file (128 KiB blocks, the guest's request size; the write ends with fdatasync, as the
+    guest's ends with a flush), and 4 KiB random preads through the page cache, like QEMU's default cache."""
+    def dd(*a):
+        t0 = time.monotonic()
+        subprocess.run(["dd", *a, "bs=128k", f"count={size // (128 * 1024)}", "status=none"], check=True)
+        return time.monotonic() - t0
+    read_s = dd(f"if={image}", "of=/dev/null")
+    write_s = dd("if=/dev/zero", f"of={image}", "conv=notrunc,fdatasync")
+    import random
+    rng = random.Random(1)
+    fd = os.open(image, os.O_RDONLY)
+    t0 = time.monotonic()
+    for _ in range(rand_reads):
+        os.pread(fd, 4096, rng.randrange(size // 4096) * 4096)
+    rand_s = time.monotonic() - t0
+    os.close(fd)
+    return {"read_MBps": size / read_s / 1e6, "write_MBps": size / write_s / 1e6, "rand_iops": rand_reads / rand_s}
+
+
+def bench_dev(args):
+    """The devices unit: virtio-blk sequential read/write MB/s (128 KiB requests, a 64 MiB image) and 4 KiB
+    random-read IOPS (one request at a time), next to dd/pread on the same image file; frames per second per
+    NIC (the guest transmitting 60-byte frames; echoes with 32 frames in flight) next to a host process in
+    the guest's place. test/qemu/dev's blkbench and netbench modes; medians of --runs boots."""
+    from . import netpeer
+    deps.ensure(deps.RUN)
+    bdir = os.path.join(ROOT, "build", "default")
+    builder.configure(ROOT, bdir)
+    if not builder.ninja(bdir, ["test/qemu/dev.elf", "test/qemu/dev32.elf"]):
+        raise CloudItError("could not build test/qemu/dev")
+    kernels = builder.kernel_paths(builder.Appliance(os.path.join(ROOT, "test", "qemu", "dev")), bdir)
+    accel, cpu = vm.choose_accel(args.accel)
+    out = {"accel": accel, "runs": args.runs, "blk": {}, "net": {}}
+    size = 64 << 20
+    image = os.path.join(bdir, "bench-dev.img")
+    with open(image, "wb") as f:
+        f.truncate(size)
+
+    def med(xs):
+        return round(statistics.median(xs), 1) if xs else None
+
+    host = {"read_MBps": [], "write_MBps": [], "rand_iops": []}
+    for name, vmm, device in DEV_BLK:
+        got = {"read_MBps": [], "write_MBps": [], "rand_iops": []}
+        for _ in range(args.runs):
+            extra = (["-machine", "acpi=off"] if vmm == "microvm" else []) + [
+                "-drive", f"if=none,id=d0,file={image},format=raw", "-device", f"{device},drive=d0"]
+            r = vm.boot(vm.vm_command(kernels, vmm, accel, cpu, 1, "256M", "blkbench", extra), 600, echo=False)
+            m = BLK_BENCH.search(r.output)
+            if not m:
+                say(f"{name}: no bench line (status {r.status}):\n" + "\n".join(r.output.splitlines()[-6:]))
+                continue
+            b, rd, wr, n, rn = (int(g) for g in m.groups())
+            got["read_MBps"].append(b / rd * 1e3)
+            got["write_MBps"].append(b / wr * 1e3)
+            got["rand_iops"].append(n / rn * 1e9)
+            ref = host_disk_reference(image, size)  # right after, so both see the same machine state
+            for k in host:
+                host[k].append(ref[k])
+        out["blk"][name] = {k: med(v) for k, v in got.items()}
+    out["blk"]["host dd/pread"] = {k: med(v) for k, v in host.items()}
+    print(f"virtio-blk ({accel}, 64 MiB image, median of {args.runs}):")
+    print(f"  {'':34} {'read MB/s':>10} {'write MB/s':>11} {'4K rand IOPS':>13}")
+    for name, v in out["blk"].items():
+        print(f"  {name:34} {v['read_MBps'] or 0:10.1f} {v['write_MBps'] or 0:11.1f} {v['rand_iops'] or 0:13.0f}")
+
+    hostnet = {"tx_fps": [], "echo_fps": []}
+    for name, vmm, device in DEV_NET:
+        got = {"tx_fps": [], "echo_fps": [], "guest_tx_fps": [], "lost": []}
+        for _ in range(args.runs):
+            peer = netpeer.Peer()
+            mac = bytes([0x52, 0x54, 0, 0x12, 0x34, 0x56])
+            extra = (["-machine", "acpi=off"] if vmm == "microvm" else []) + peer.netdev("n0") + [
+                "-device", f"{device},netdev=n0,mac=52:54:00:12:34:56"]
+            result = {}
+            import threading
+            th = threading.Thread(target=lambda: result.update(netpeer.guest_bench(peer, mac)), daemon=True)
+            th.start()
+            r = vm.boot(vm.vm_command(kernels, vmm, accel, cpu, 1, "128M", "netbench", extra), 600, echo=False)
+            th.join(10)
+            peer.close()
+            m = NET_BENCH.search(r.output)
+            if not m or not result:
+                say(f"{name}: no bench line (status {r.status}):\n" + "\n".join(r.output.splitlines()[-6:]))
+                continue
+            got["tx_fps"].append(result["tx_fps"])
+            got["echo_fps"].append(result["echo_fps"])
+            got["guest_tx_fps"].append(int(m.group(1)) / int(m.group(2)) * 1e9)
+            got["lost"].append(netpeer.BENCH_TX_FRAMES - result["tx_frames"])
+            ref = netpeer.host_bench()
+            for k in hostnet:
+                hostnet[k].append(ref[k])
+        out["net"][name] = {k: med(v) for k, v in got.items()}
+    out["net"]["host process (python, loopback)"] = {k: med(v) for k, v in hostnet.items()}
+    base = out["net"]["host process (python, loopback)"]
+    print(f"\nframes per second ({accel}, 60-byte frames, median of {args.runs}; ratio to the host process):")
+    print(f"  {'':34} {'tx at peer':>12} {'tx in guest':>12} {'lost':>5} {'echo (32 in flight)':>20}")
+    for name, v in out["net"].items():
+        tx, echo = v["tx_fps"] or 0, v["echo_fps"] or 0
+        rt = f" ({tx / base['tx_fps']:.2f})" if base["tx_fps"] else ""
+        re_ = f" ({echo / base['echo_fps']:.2f})" if base["echo_fps"] else ""
+        gtx = f"{v['guest_tx_fps']:12.0f}" if v.get("guest_tx_fps") else f"{'-':>12}"
+        lost = f"{v['lost']:5.0f}" if v.get("lost") is not None else f"{'-':>5}"
+        print(f"  {name:34} {tx:7.0f}{rt:7}{gtx} {lost} {echo:13.0f}{re_:7}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=2)

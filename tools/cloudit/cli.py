@@ -49,7 +49,7 @@ def cmd_image(args):
 def cmd_bench(args):
     from . import bench
     return {"boot": bench.bench_boot, "size": bench.bench_size, "build": bench.bench_build,
-            "mem": bench.bench_mem, "sched": bench.bench_sched}[args.what](args)
+            "mem": bench.bench_mem, "sched": bench.bench_sched, "dev": bench.bench_dev}[args.what](args)
 
 
 def cmd_test(args):
@@ -88,12 +88,12 @@ def parser():
     i.add_argument("-o", "--output", help="where to write the ISO (default: beside the ELF)")
     i.set_defaults(func=cmd_image)
 
-    be = sub.add_parser("bench", help="boot (per path, against its floor), size, build, mem, sched")
-    be.add_argument("what", choices=["boot", "size", "build", "mem", "sched"])
+    be = sub.add_parser("bench", help="boot (per path, against its floor), size, build, mem, sched, dev")
+    be.add_argument("what", choices=["boot", "size", "build", "mem", "sched", "dev"])
     be.add_argument("--runs", type=int, default=5)
     be.add_argument("--accel", choices=["kvm", "tcg"])
     be.add_argument("--paths", help="boot: comma-separated subset of seabios,qboot,microvm,grub,kvm")
-    be.add_argument("--json", help="boot, sched: also write the results as JSON here")
+    be.add_argument("--json", help="boot, sched, dev: also write the results as JSON here")
     be.add_argument("--svg", help="boot: where to draw the bar chart (default docs/boot-times.svg)")
     be.add_argument("--example", default="hello", help="build: which example")
     be.add_argument("--static-page-tables", action="store_true", help="boot: measure that variant of hello")

@@ -448,8 +448,9 @@ struct interrupt_slot {
     void* context = nullptr;
 };
 inline std::array<interrupt_slot, device_vectors> interrupt_slots{};
-inline std::uint32_t interrupt_slots_used = 0; // atomic
-inline platform_info platform;                 // what the firmware said (process::start)
+inline std::array<std::uint64_t, device_vectors> interrupt_counts{}; // per vector, like /proc/interrupts
+inline std::uint32_t interrupt_slots_used = 0;                       // atomic
+inline platform_info platform; // what the firmware said (process::start)
 
 struct kernel_ioapic {
     arch::ioapic<arch::mmio_window> regs{arch::mmio_window{nullptr}};
@@ -460,7 +461,9 @@ inline std::array<kernel_ioapic, platform_info::max_ioapics> ioapics{};
 extern "C" [[gnu::used]] inline void toro_device_interrupt(std::uint64_t vector) {
     arch::cpu_local& c = arch::this_cpu();
     ++c.in_interrupt;
-    const interrupt_slot& s = interrupt_slots[(vector - first_device_vector) % device_vectors];
+    const std::size_t i = (vector - first_device_vector) % device_vectors;
+    __atomic_fetch_add(&interrupt_counts[i], 1, __ATOMIC_RELAXED);
+    const interrupt_slot& s = interrupt_slots[i];
     if (s.fn != nullptr) s.fn(s.context);
     --c.in_interrupt;
     local_apic().with([](auto& a) { a.eoi(); });
@@ -513,6 +516,18 @@ inline expected<std::uint8_t> register_interrupt(interrupt_handler fn, void* con
     if (slot >= device_vectors) return unexpected{"no free device interrupt vector; in use", device_vectors};
     detail::interrupt_slots[slot] = {fn, context};
     return static_cast<std::uint8_t>(first_device_vector + slot);
+}
+
+// Device interrupts taken so far on `vector` (every CPU).
+inline std::uint64_t interrupt_count(std::uint8_t vector) {
+    if (vector < first_device_vector || vector >= first_device_vector + device_vectors) return 0;
+    return __atomic_load_n(&detail::interrupt_counts[vector - first_device_vector], __ATOMIC_RELAXED);
+}
+// ... on every device vector.
+inline std::uint64_t device_interrupt_count() {
+    std::uint64_t n = 0;
+    for (const std::uint64_t& c : detail::interrupt_counts) n += __atomic_load_n(&c, __ATOMIC_RELAXED);
+    return n;
 }
 
 // Routes GSI `gsi` through its IOAPIC to `vector` on `cpu`.

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -40,6 +41,11 @@ template toro::pci_regs::command toro::enable_bus_master(toro::pci_config_access
 template void toro::pci_write16(toro::pci_config_access_archetype&, pci_address, std::uint16_t,
                                 std::uint16_t);
 template toro::expected<toro::mcfg_info> toro::parse_mcfg(toro::phys_reader_archetype&, std::uint64_t);
+template toro::expected<std::uint8_t> toro::intx_isa_irq(toro::pci_config_access_archetype&,
+                                                         const toro::pci_function&);
+template void toro::enable_msix(toro::pci_config_access_archetype&, pci_address, const toro::msix_info&);
+template void toro::enable_msi(toro::pci_config_access_archetype&, pci_address, const toro::msi_info&,
+                               toro::msi_message);
 
 namespace {
 
@@ -821,6 +827,359 @@ TEST_CASE("parse_msi: register layout follows the 64-bit and per-vector masking 
     auto second = toro::find_capability(bus, {0, 3, 0}, toro::pci::cap_msi, 1);
     REQUIRE(second);
     CHECK(*second == wide);
+}
+
+// ---- INTx ----
+
+constexpr fake_function_spec piix3_isa{
+    .vendor = 0x8086, .device = 0x7000, .class_code = 0x06, .subclass = 0x01, .multi_function = true};
+
+// QEMU's pc: host bridge, PIIX3 at 00:01.0 whose PIRQA..D route bytes (register 0x60) are `routes`.
+fake_pci_bus make_piix3_machine(std::uint32_t routes) {
+    fake_pci_bus bus;
+    bus.add({0, 0, 0}, host_bridge);
+    bus.add({0, 1, 0}, piix3_isa).set32(toro::piix3_pirq_route, routes);
+    return bus;
+}
+
+// The ISA IRQ of a function added at `at` with this pin and interrupt line register.
+toro::expected<std::uint8_t> intx_of(fake_pci_bus& bus, pci_address at, std::uint8_t pin, std::uint8_t line) {
+    bus.add(at, {.interrupt_pin = pin, .interrupt_line = line});
+    auto fn = toro::read_function(bus, at);
+    REQUIRE(fn);
+    return toro::intx_isa_irq(bus, *fn);
+}
+
+TEST_CASE("intx_isa_irq on PIIX3: slot d pin p reaches PIRQ (d - 1 + p - 1) mod 4, whatever the line says",
+          "[pci]") {
+    // As SeaBIOS and qboot leave it: PIRQA, PIRQB -> IRQ 10; PIRQC, PIRQD -> IRQ 11.
+    auto bus = make_piix3_machine(0x0b0b0a0a);
+    struct want {
+        std::uint8_t slot, pin, line, irq;
+    };
+    // The lines are what qboot writes (it forgets the "- 1": one PIRQ off), or plain garbage.
+    for (const want w : {want{2, 1, 11, 10}, want{3, 1, 10, 11}, want{4, 1, 11, 11}, want{5, 1, 11, 10},
+                         want{2, 2, 10, 11}, want{6, 1, 0xff, 10}, want{7, 4, 0, 10}}) {
+        INFO("slot " << int{w.slot} << " pin " << int{w.pin});
+        auto irq = intx_of(bus, {0, w.slot, 0}, w.pin, w.line);
+        REQUIRE(irq);
+        CHECK(int{*irq} == int{w.irq});
+    }
+
+    // Four distinct routes tell the PIRQs apart: PIRQA 5, PIRQB 9, PIRQC 10, PIRQD 11.
+    auto distinct = make_piix3_machine(0x0b0a0905);
+    for (const want w : {want{2, 1, 0, 9}, want{2, 4, 0, 5}, want{5, 1, 0, 5}, want{6, 3, 0, 11},
+                         want{8, 2, 0, 5}, want{31, 1, 0, 10}, want{4, 2, 0, 5}}) {
+        INFO("slot " << int{w.slot} << " pin " << int{w.pin});
+        auto irq = intx_of(distinct, {0, w.slot, 0}, w.pin, w.line);
+        REQUIRE(irq);
+        CHECK(int{*irq} == int{w.irq});
+    }
+    // Function number plays no part; the chipset routes by slot and pin.
+    auto f3 = intx_of(distinct, {0, 3, 5}, 1, 0);
+    REQUIRE(f3);
+    CHECK(int{*f3} == 10);
+}
+
+TEST_CASE("intx_isa_irq on PIIX3: an unrouted PIRQ or a missing pin is an error", "[pci]") {
+    // PIRQC disabled by bit 7, its IRQ bits still saying 11: disabled wins.
+    auto bus = make_piix3_machine(0x0b8b0a0a);
+    auto off = intx_of(bus, {0, 3, 0}, 1, 11); // PIRQC
+    REQUIRE_FALSE(off);
+    CHECK_THAT(what(off.error()), Catch::Contains("not routed"));
+    CHECK(off.error().value == 2);
+    auto still = intx_of(bus, {0, 4, 0}, 1, 11); // PIRQD is fine
+    REQUIRE(still);
+    CHECK(int{*still} == 11);
+
+    // PIIX3's reset value: every PIRQ disabled (0x80).
+    auto reset = make_piix3_machine(0x80808080);
+    for (std::uint8_t slot : {2, 3, 4, 5}) {
+        INFO("slot " << int{slot});
+        auto r = intx_of(reset, {0, slot, 0}, 1, 11);
+        REQUIRE_FALSE(r);
+        CHECK(r.error().value == (slot - 1u) % 4);
+    }
+
+    auto low = make_piix3_machine(0x0b0b020a); // PIRQB -> IRQ 2: the cascade, never a PCI line
+    auto cascade = intx_of(low, {0, 2, 0}, 1, 11);
+    REQUIRE_FALSE(cascade);
+    CHECK(cascade.error().value == 1);
+
+    for (std::uint8_t pin : {0, 5}) {
+        INFO("pin " << int{pin});
+        auto none = intx_of(bus, {0, 2, 0}, pin, 11);
+        REQUIRE_FALSE(none);
+        CHECK_THAT(what(none.error()), Catch::Contains("no interrupt pin"));
+        CHECK(none.error().value == bdf(0, 2, 0));
+    }
+}
+
+TEST_CASE("intx_isa_irq without PIIX3 (or off bus 0) trusts the interrupt line; 0 and 0xff are errors",
+          "[pci]") {
+    SECTION("no function at 00:01.0") {
+        fake_pci_bus bus;
+        bus.add({0, 0, 0}, host_bridge);
+        auto irq = intx_of(bus, {0, 2, 0}, 1, 11);
+        REQUIRE(irq);
+        CHECK(int{*irq} == 11);
+        auto zero = intx_of(bus, {0, 3, 0}, 1, 0);
+        REQUIRE_FALSE(zero);
+        CHECK_THAT(what(zero.error()), Catch::Contains("no IRQ"));
+        CHECK(zero.error().value == 0);
+        auto unknown = intx_of(bus, {0, 4, 0}, 2, 0xff);
+        REQUIRE_FALSE(unknown);
+        CHECK(unknown.error().value == 0xff);
+    }
+    SECTION("another chipset's bridge at 00:01.0 (register 0x60 means nothing there)") {
+        fake_pci_bus bus;
+        bus.add({0, 0, 0}, host_bridge);
+        bus.add({0, 1, 0}, {.vendor = 0x8086, .device = 0x7110, .class_code = 0x06, .subclass = 0x01})
+            .set32(toro::piix3_pirq_route, 0x0b0b0a0a);
+        auto irq = intx_of(bus, {0, 2, 0}, 1, 5);
+        REQUIRE(irq);
+        CHECK(int{*irq} == 5);
+        CHECK_FALSE(intx_of(bus, {0, 3, 0}, 1, 0));
+    }
+    SECTION("behind a bridge on a PIIX3 machine") {
+        auto bus = make_piix3_machine(0x0b0b0a0a);
+        auto irq = intx_of(bus, {1, 2, 0}, 1, 5);
+        REQUIRE(irq);
+        CHECK(int{*irq} == 5);
+        CHECK_FALSE(intx_of(bus, {1, 3, 0}, 1, 0xff));
+    }
+}
+
+// ---- programming MSI-X and MSI ----
+
+TEST_CASE("x86_msi_message: the address names the APIC ID, the data is the vector", "[pci]") {
+    struct want {
+        std::uint32_t id;
+        std::uint64_t address;
+    };
+    for (const want w : {want{0, 0xfee00000}, want{1, 0xfee01000}, want{255, 0xfeeff000}}) {
+        INFO("APIC ID " << w.id);
+        auto m = toro::x86_msi_message(w.id, 0x31);
+        REQUIRE(m);
+        CHECK(m->address == w.address);
+        CHECK(m->data == 0x31);
+    }
+    auto lowest = toro::x86_msi_message(3, 16);
+    REQUIRE(lowest);
+    CHECK(lowest->data == 16);
+    CHECK(lowest->address == 0xfee03000);
+    auto highest = toro::x86_msi_message(3, 255);
+    REQUIRE(highest);
+    CHECK(highest->data == 255);
+
+    auto x2apic = toro::x86_msi_message(256, 0x31);
+    REQUIRE_FALSE(x2apic);
+    CHECK_THAT(what(x2apic.error()), Catch::Contains("APIC ID"));
+    CHECK(x2apic.error().value == 256);
+    CHECK_FALSE(toro::x86_msi_message(0xffffffff, 0x31));
+    for (std::uint8_t v : {0, 2, 15}) {
+        INFO("vector " << int{v});
+        auto r = toro::x86_msi_message(0, v);
+        REQUIRE_FALSE(r);
+        CHECK_THAT(what(r.error()), Catch::Contains("vector"));
+        CHECK(r.error().value == v);
+    }
+}
+
+struct mmio_write {
+    std::uint32_t offset;
+    std::uint32_t value;
+    bool operator==(const mmio_write&) const = default;
+};
+
+std::string show(const std::vector<mmio_write>& log) {
+    std::string s;
+    for (const auto& w : log) s += "[" + std::to_string(w.offset) + "]=" + std::to_string(w.value) + " ";
+    return s;
+}
+
+// An MSI-X table window (arch::mmio32_bus-shaped): 32-bit accesses at byte offsets, every write recorded
+// in order, reads answered from what was written.
+struct table_mmio {
+    std::vector<mmio_write> writes;
+    std::map<std::uint32_t, std::uint32_t> cells;
+    std::size_t reads = 0;
+    std::uint32_t read32(std::uint32_t offset) {
+        ++reads;
+        auto it = cells.find(offset);
+        return it == cells.end() ? 0 : it->second;
+    }
+    void write32(std::uint32_t offset, std::uint32_t v) {
+        writes.push_back({offset, v});
+        cells[offset] = v;
+    }
+};
+
+TEST_CASE("msix_table::set masks the entry, writes address low, high, data, then unmasks", "[pci]") {
+    toro::msix_table<table_mmio> t{table_mmio{}, 3};
+    CHECK(t.entries() == 3);
+    // A 64-bit address with distinct halves, so a swapped or dropped half shows.
+    REQUIRE(t.set(1, {0x0000'00ab'fee0'1000, 0x31}));
+    const std::vector<mmio_write> one{
+        {16 + 12, 1}, {16 + 0, 0xfee01000}, {16 + 4, 0xab}, {16 + 8, 0x31}, {16 + 12, 0}};
+    CHECK(show(t.mmio().writes) == show(one));
+
+    t.mmio().writes.clear();
+    auto msg = toro::x86_msi_message(255, 0x40);
+    REQUIRE(msg);
+    REQUIRE(t.set(0, *msg));
+    const std::vector<mmio_write> zero{{12, 1}, {0, 0xfeeff000}, {4, 0}, {8, 0x40}, {12, 0}};
+    CHECK(show(t.mmio().writes) == show(zero));
+    CHECK(t.mmio().cells[16 + 4] == 0xab); // entry 1 untouched
+
+    t.mmio().writes.clear();
+    auto beyond = t.set(3, *msg);
+    REQUIRE_FALSE(beyond);
+    CHECK_THAT(what(beyond.error()), Catch::Contains("no such table entry"));
+    CHECK(beyond.error().value == 3);
+    CHECK_FALSE(t.set(0xffff, *msg));
+    CHECK(t.mmio().writes.empty());
+
+    // The largest table: entry 2047 is the last 16 bytes of 32 KiB.
+    toro::msix_table<table_mmio> big{table_mmio{}, 2048};
+    REQUIRE(big.set(2047, *msg));
+    REQUIRE(big.mmio().writes.size() == 5);
+    CHECK(big.mmio().writes.front() == mmio_write{2047 * 16 + 12, 1});
+    CHECK(big.mmio().writes[3] == mmio_write{2047 * 16 + 8, 0x40});
+    CHECK(big.mmio().writes.back() == mmio_write{2047 * 16 + 12, 0});
+    CHECK_FALSE(big.set(2048, *msg));
+}
+
+TEST_CASE("msix_table::mask writes the entry's vector control bit and ignores entries past the end",
+          "[pci]") {
+    toro::msix_table<table_mmio> t{table_mmio{}, 3};
+    t.mask(2, true);
+    t.mask(0, false);
+    t.mask(3, true);
+    t.mask(0xffff, true);
+    const std::vector<mmio_write> want{{2 * 16 + 12, 1}, {12, 0}};
+    CHECK(show(t.mmio().writes) == show(want));
+}
+
+// fake_pci_bus with every configuration write logged, and some dwords made fully writable: the fake keeps
+// an MSI capability's address, data and mask registers read-only, where hardware takes any value.
+struct logged_config {
+    fake_pci_bus* bus;
+    std::vector<std::uint16_t> raw; // dword offsets stored as written
+    std::vector<mmio_write> writes;
+    std::uint32_t read32(pci_address a, std::uint16_t offset) { return bus->read32(a, offset); }
+    void write32(pci_address a, std::uint16_t offset, std::uint32_t v) {
+        writes.push_back({offset, v});
+        if (std::find(raw.begin(), raw.end(), offset) != raw.end())
+            bus->at(a).set32(offset, v);
+        else
+            bus->write32(a, offset, v);
+    }
+};
+static_assert(toro::pci_config_access<logged_config>);
+
+TEST_CASE("enable_msix: enable on, function mask off, INTx off; the rest of both registers kept", "[pci]") {
+    fake_pci_bus bus;
+    const pci_address a{0, 3, 0};
+    auto& d = bus.add(a, {.command = 0x0006});
+    d.bar(1, fake_bar::mem32(0x1000, 0xfebf1000));
+    const auto at = d.add_msix(3, 1, 0, 1, 0x800);
+    const auto next = d.add_virtio_cap(1, 1, 0, 0);          // so the MSI-X head has a next pointer
+    d.set16(static_cast<std::uint16_t>(at + 2), 0x4000 | 2); // firmware left the function masked
+    d.set_status(0xf900);                                    // RW1C errors pending: must survive
+    auto m = toro::parse_msix(bus, a, at);
+    REQUIRE(m);
+    CHECK(m->function_masked);
+
+    logged_config c{&bus, {}, {}};
+    toro::enable_msix(c, a, *m);
+    const std::uint32_t head = toro::pci::cap_msix | std::uint32_t{next} << 8;
+    const std::vector<mmio_write> want{{toro::pci::command, 0x0406}, {at, head | (0x8000u | 2) << 16}};
+    CHECK(show(c.writes) == show(want));
+    CHECK(d.get16(toro::pci::command) == 0x0406); // decoding and mastering kept, INTx disable added
+    CHECK(d.get16(toro::pci::status) == (0xf900 | 0x10));
+    CHECK(d.get32(at) == (head | (0x8000u | 2) << 16));
+    auto on = toro::parse_msix(bus, a, at);
+    REQUIRE(on);
+    CHECK(on->enabled);
+    CHECK_FALSE(on->function_masked);
+    CHECK(on->table_size == 3);
+    auto list = toro::find_capability(bus, a, toro::pci::cap_vendor);
+    REQUIRE(list);
+    CHECK(*list == next); // the list still links through
+}
+
+TEST_CASE("enable_msi programs address and data at the layout's offsets, then one vector, INTx off",
+          "[pci]") {
+    fake_pci_bus bus;
+    const pci_address a{0, 3, 0};
+    auto& d = bus.add(a, {.command = 0x0007});
+    std::uint8_t log2 = 0;
+    bool wide = false, masking = false;
+    SECTION("32-bit address, no per-vector masking") {
+        log2 = 0;
+    }
+    SECTION("64-bit address, no per-vector masking") {
+        log2 = 2;
+        wide = true;
+    }
+    SECTION("32-bit address, per-vector masking") {
+        log2 = 3;
+        masking = true;
+    }
+    SECTION("64-bit address, per-vector masking") {
+        log2 = 5;
+        wide = true;
+        masking = true;
+    }
+    INFO("64-bit " << wide << ", per-vector masking " << masking);
+    d.add_capability(0x09, {0, 0}); // MSI is not the first capability
+    const auto cap = d.add_msi(log2, wide, masking);
+    const auto u16 = [&](unsigned off) { return static_cast<std::uint16_t>(cap + off); };
+    // Firmware's leftovers: several vectors enabled, the upper half of the data dword in use (extended
+    // message data or reserved: not ours), every vector masked, one pending.
+    d.set16(u16(2), static_cast<std::uint16_t>(d.get16(u16(2)) | log2 << 4));
+    const std::uint16_t data_at = u16(wide ? 0x0c : 0x08);
+    d.set32(data_at, 0xabcd'1234);
+    if (masking) {
+        d.set32(u16(wide ? 0x10 : 0x0c), 0xffffffff);
+        d.set32(u16(wide ? 0x14 : 0x10), 0x00000001);
+    }
+    const std::uint32_t head = d.get32(cap);
+    auto m = toro::parse_msi(bus, a, cap);
+    REQUIRE(m);
+
+    // A 64-bit layout gets an address with a high half, to show it lands in the upper address register.
+    const toro::msi_message msg =
+        wide ? toro::msi_message{0x0000'0012'fee0'2000, 0x41} : toro::msi_message{0xfee02000, 0x41};
+    logged_config c{&bus, {u16(4), u16(8), u16(0x0c), u16(0x10)}, {}};
+    toro::enable_msi(c, a, *m, msg);
+
+    std::vector<mmio_write> want{{u16(4), 0xfee02000}};
+    if (wide) want.push_back({u16(8), 0x12});
+    want.push_back({data_at, 0xabcd'0041});
+    if (masking) want.push_back({u16(wide ? 0x10 : 0x0c), 0});
+    want.push_back({toro::pci::command, 0x0407});
+    const std::uint32_t ctl = ((head >> 16) & ~0x70u) | 1; // multiple message enable 0, enable
+    want.push_back({cap, (head & 0xffff) | ctl << 16});
+    CHECK(show(c.writes) == show(want));
+
+    CHECK(d.get32(u16(4)) == 0xfee02000);
+    if (wide) CHECK(d.get32(u16(8)) == 0x12);
+    CHECK(d.get32(data_at) == 0xabcd'0041);
+    if (masking) {
+        CHECK(d.get32(u16(wide ? 0x10 : 0x0c)) == 0);
+        CHECK(d.get32(u16(wide ? 0x14 : 0x10)) == 1); // pending bits are the device's
+    }
+    CHECK(d.get16(toro::pci::command) == 0x0407);
+    auto on = toro::parse_msi(bus, a, cap);
+    REQUIRE(on);
+    CHECK(on->enabled);
+    CHECK(on->vectors == (1u << log2)); // what it asks for is unchanged...
+    const auto ctl_now = toro::pci_regs::msi_control::from_value(d.get16(u16(2)));
+    CHECK(ctl_now.multiple_message_enable() == 0); // ...what it gets is one
+    CHECK(ctl_now.address_64bit() == wide);
+    CHECK(ctl_now.per_vector_masking() == masking);
 }
 
 } // namespace

@@ -90,7 +90,9 @@ std::string show(const std::vector<reg_access>& log) {
     return s;
 }
 
-// The legacy register block (4.1.4.8), with its device config at 0x14.
+// The legacy register block (4.1.4.8), with its device config at 0x14. With msix set, 0x14 and 0x16 are the
+// configuration and selected queue's vector registers; like QEMU, they take an entry below msix_entries or
+// 0xffff, and store 0xffff for any other.
 struct legacy_model {
     std::vector<reg_access> log;
     std::uint8_t status = 0, isr = 0;
@@ -99,7 +101,12 @@ struct legacy_model {
     std::array<std::uint16_t, 2> size{256, 0};
     std::array<std::uint32_t, 2> pfn{};
     std::array<std::uint8_t, 44> config{};
+    bool msix = false;
+    std::uint16_t msix_entries = 2, config_vector = 0xffff;
+    std::array<std::uint16_t, 2> queue_vector{0xffff, 0xffff};
     int bad_width = 0;
+
+    bool vector_reg(std::uint32_t off) const { return msix && (off == 0x14 || off == 0x16); }
 
     std::uint32_t read(int w, std::uint32_t off) {
         std::uint32_t v = 0;
@@ -127,6 +134,10 @@ struct legacy_model {
             want(8), v = isr, isr = 0;
             break;
         default:
+            if (vector_reg(off)) {
+                want(16), v = off == 0x14 ? config_vector : select < 2 ? queue_vector[select] : 0xffff;
+                break;
+            }
             for (int i = 0; i < w / 8; ++i)
                 if (off + i >= 0x14 && off + i - 0x14 < config.size())
                     v |= std::uint32_t{config[off + i - 0x14]} << (8 * i);
@@ -155,6 +166,15 @@ struct legacy_model {
             want(8), status = static_cast<std::uint8_t>(v);
             break;
         default:
+            if (vector_reg(off)) {
+                want(16);
+                const auto e = static_cast<std::uint16_t>(v < msix_entries ? v : 0xffff);
+                if (off == 0x14)
+                    config_vector = e;
+                else if (select < 2)
+                    queue_vector[select] = e;
+                break;
+            }
             ++bad_width; // read-only or config
         }
     }
@@ -172,7 +192,8 @@ struct legacy_bus {
 static_assert(v::virtio_reg_bus<legacy_bus>);
 
 // The four modern structures: common config semantics (selectors, per-queue registers), the notify area,
-// the ISR, and a device config whose generation can be made to change under the reader.
+// the ISR, and a device config whose generation can be made to change under the reader. The MSI-X vector
+// registers take an entry below msix_entries or 0xffff and store 0xffff for any other (as QEMU does).
 struct modern_model {
     enum window { common, notify, isr, device };
     std::vector<reg_access> log; // common config accesses only
@@ -183,9 +204,11 @@ struct modern_model {
     std::uint8_t status = 0, generation = 0, isr_value = 0;
     bool refuse_features = false;
     std::uint16_t select = 0, num_queues = 1;
+    std::uint16_t msix_entries = 2, msix_config = 0xffff;
     struct queue {
         std::uint16_t size = 256, notify_off = 0, enable = 0;
         std::uint64_t desc = 0, driver = 0, device = 0;
+        std::uint16_t vector = 0xffff;
     };
     std::array<queue, 2> q{queue{}, queue{256, 1}};
     std::array<std::uint8_t, 64> config{};
@@ -214,6 +237,9 @@ struct modern_model {
         case 0x04:
             want(32), v = dev_sel < 2 ? static_cast<std::uint32_t>(offered >> (32 * dev_sel)) : 0;
             break;
+        case 0x10:
+            want(16), v = msix_config;
+            break;
         case 0x12:
             want(16), v = num_queues;
             break;
@@ -225,6 +251,9 @@ struct modern_model {
             break;
         case 0x18:
             want(16), v = s ? s->size : 0;
+            break;
+        case 0x1a:
+            want(16), v = s ? s->vector : 0xffff;
             break;
         case 0x1e:
             want(16), v = s ? s->notify_off : 0;
@@ -266,11 +295,14 @@ struct modern_model {
             if (drv_sel < 2)
                 driver = (driver & ~(0xffffffffull << (32 * drv_sel))) | std::uint64_t{v} << (32 * drv_sel);
             break;
+        case 0x10:
+            want(16), msix_config = static_cast<std::uint16_t>(v < msix_entries ? v : 0xffff);
+            break;
         case 0x14:
             want(8);
             status = static_cast<std::uint8_t>(v);
             if (refuse_features) status &= ~v::status_features_ok;
-            if (v == 0) driver = 0, q = {queue{}, queue{256, 1}};
+            if (v == 0) driver = 0, q = {queue{}, queue{256, 1}}, msix_config = 0xffff;
             break;
         case 0x16:
             want(16), select = static_cast<std::uint16_t>(v);
@@ -278,6 +310,10 @@ struct modern_model {
         case 0x18:
             want(16);
             if (s) s->size = static_cast<std::uint16_t>(v);
+            break;
+        case 0x1a:
+            want(16);
+            if (s) s->vector = static_cast<std::uint16_t>(v < msix_entries ? v : 0xffff);
             break;
         case 0x1c:
             want(16);
@@ -463,6 +499,132 @@ TEST_CASE("find_virtio_pci: not found, a full window, a capability outside its B
     CHECK(e.error().what == pe::bad_cap);
 }
 
+TEST_CASE("setup_virtio_pci sets up the function it is given and keeps a usable MSI-X capability",
+          "[virtio-pci]") {
+    fake_pci_bus bus;
+    add_host_bridge(bus);
+    add_transitional(bus, net_addr, 0x1000, v::device_net);
+    add_modern_blk(bus, blk_addr);
+    v::pci_bar_window window;
+
+    auto blk_fn = toro::read_function(bus, blk_addr);
+    REQUIRE(blk_fn);
+    auto blk = v::setup_virtio_pci(bus, *blk_fn, window);
+    REQUIRE(blk);
+    CHECK(blk->function.address == blk_addr);
+    CHECK(blk->virtio_id == v::device_block);
+    CHECK(blk->modern);
+    CHECK_FALSE(blk->transitional);
+    CHECK(blk->assigned == 0x12);
+    CHECK(blk->common.bar == 4);
+    CHECK(blk->notify_off_multiplier == 4);
+    CHECK((bus.at(blk_addr).get16(toro::pci::command) & 0x7) == 0x6);
+    CHECK_FALSE(blk->msix_enabled);
+    REQUIRE(blk->msix);
+    CHECK(blk->msix->cap_offset == 0x40);
+    CHECK(blk->msix->table_size == 2);
+    CHECK(blk->msix->table_bir == 1);
+    CHECK(blk->msix->table_offset == 0);
+    CHECK(blk->msix->pba_bir == 1);
+    CHECK(blk->msix->pba_offset == 0x800);
+    CHECK_FALSE(blk->msix->enabled);
+    // The net function at 00:02.0, which a scan would have met first, is left alone.
+    CHECK(bus.at(net_addr).get16(toro::pci::command) == 0);
+    CHECK(bus.at(net_addr).get32(toro::pci::bar0) == 1);
+
+    // A transitional function: the virtio id is its subsystem id; MSI-X already on is seen as such.
+    const auto at = toro::find_capability(bus, net_addr, toro::pci::cap_msix);
+    REQUIRE(at);
+    bus.at(net_addr).set16(static_cast<std::uint16_t>(*at + 2), 0x8000 | 1);
+    auto net_fn = toro::read_function(bus, net_addr);
+    REQUIRE(net_fn);
+    auto net = v::setup_virtio_pci(bus, *net_fn, window);
+    REQUIRE(net);
+    CHECK(net->virtio_id == v::device_net);
+    CHECK(net->transitional);
+    CHECK_FALSE(net->modern);
+    CHECK(net->bars[0].address == 0xc000);
+    CHECK(net->msix_enabled);
+    REQUIRE(net->msix);
+    CHECK(net->msix->enabled);
+    CHECK(net->msix->table_size == 2);
+
+    // find_virtio_pci gives the same device.
+    fake_pci_bus twin;
+    add_host_bridge(twin);
+    add_modern_blk(twin, blk_addr);
+    v::pci_bar_window w2;
+    auto found = v::find_virtio_pci(twin, v::device_block, w2);
+    REQUIRE(found);
+    REQUIRE(found->msix);
+    CHECK(found->msix->table_size == 2);
+    CHECK(found->bars[1].address == blk->bars[1].address); // both the first from a fresh window
+    CHECK(found->bars[4].address == blk->bars[4].address);
+    CHECK(found->assigned == blk->assigned);
+}
+
+TEST_CASE("setup_virtio_pci: not a virtio function; an MSI-X table outside the BARs is no MSI-X",
+          "[virtio-pci]") {
+    fake_pci_bus bus;
+    add_host_bridge(bus);
+    v::pci_bar_window window;
+    auto host = toro::read_function(bus, host_bridge);
+    REQUIRE(host);
+    auto h = v::setup_virtio_pci(bus, *host, window);
+    REQUIRE_FALSE(h);
+    CHECK(h.error().what == pe::not_found);
+    CHECK(h.error().value == 0);
+    CHECK(bus.at(host_bridge).writes == 0);
+
+    // Red Hat's vendor ID on a device outside both virtio ranges (ivshmem).
+    bus.add({0, 4, 0}, {.vendor = 0x1af4, .device = 0x1110, .class_code = 0x05});
+    auto ivshmem = toro::read_function(bus, {0, 4, 0});
+    REQUIRE(ivshmem);
+    auto i = v::setup_virtio_pci(bus, *ivshmem, window);
+    REQUIRE_FALSE(i);
+    CHECK(i.error().what == pe::not_found);
+    // A virtio device ID on a bridge header.
+    bus.add({0, 5, 0}, {.vendor = 0x1af4, .device = 0x1042, .header_layout = toro::pci::header_bridge});
+    auto bridge = toro::read_function(bus, {0, 5, 0});
+    REQUIRE(bridge);
+    auto b = v::setup_virtio_pci(bus, *bridge, window);
+    REQUIRE_FALSE(b);
+    CHECK(b.error().what == pe::not_found);
+    CHECK(b.error().value == v::device_block);
+    CHECK(window.mem_next == 0xe0000000); // nothing taken
+    CHECK(window.io_next == 0xc000);
+
+    // A transitional block device whose MSI-X capability cannot be used; it still works over INTx.
+    auto& f = bus.add(blk_addr, {.vendor = 0x1af4, .device = 0x1001, .class_code = 0x01, .command = 0});
+    f.set16(v::pci_subsystem_id, v::device_block);
+    f.bar(0, fake_bar::io(64, 0)).bar(1, fake_bar::mem32(4096, 0));
+    SECTION("no MSI-X capability") {}
+    SECTION("the table runs past the end of its BAR") {
+        f.add_msix(2, 1, 0xff8, 1, 0x800);
+    }
+    SECTION("the table is in a BAR the function does not have") {
+        f.add_msix(2, 3, 0, 1, 0x800);
+    }
+    SECTION("the table is in the I/O BAR") {
+        f.add_msix(2, 0, 0, 1, 0x800);
+    }
+    SECTION("the PBA is past the end of its BAR") {
+        f.add_msix(2, 1, 0, 1, 0x1000);
+    }
+    SECTION("the table BIR names no BAR at all") {
+        f.add_msix(2, 6, 0, 1, 0x800);
+    }
+    auto fn = toro::read_function(bus, blk_addr);
+    REQUIRE(fn);
+    auto d = v::setup_virtio_pci(bus, *fn, window);
+    REQUIRE(d);
+    CHECK(d->virtio_id == v::device_block);
+    CHECK(d->transitional);
+    CHECK(d->bars[0].address == 0xc000);
+    CHECK_FALSE(d->msix);
+    CHECK(v::legacy_transport(*d));
+}
+
 // ---- Legacy transport ----
 
 TEST_CASE("legacy start-up: reset, features, one page frame, DRIVER_OK, in the legacy widths",
@@ -544,6 +706,59 @@ TEST_CASE("legacy device config moves to 0x18 with MSI-X enabled and ends with B
     CHECK(m.log.empty());
 }
 
+TEST_CASE("legacy MSI-X vectors: 0x14 for configuration, 0x16 for the selected queue, each read back",
+          "[virtio-pci]") {
+    legacy_model m;
+    m.msix = true;
+    v::legacy_pci_transport<legacy_bus> t{{&m}, v::device_block, 64, true};
+    REQUIRE(t.set_config_vector(1));
+    REQUIRE(t.set_queue_vector(0, 0));
+    const std::vector<reg_access> want{
+        {'w', 16, 0x14, 1},   {'r', 16, 0x14, 1}, {'w', 16, 0x0e, 0},
+        {'r', 16, 0x0c, 256}, {'w', 16, 0x16, 0}, {'r', 16, 0x16, 0},
+    };
+    CHECK(show(m.log) == show(want));
+    CHECK(m.config_vector == 1);
+    CHECK(m.queue_vector[0] == 0);
+    CHECK(m.queue_vector[1] == 0xffff);
+
+    // An entry the device cannot use reads back as "no vector"; a queue that does not exist (size 0) gets
+    // nothing written.
+    m.log.clear();
+    auto q = t.set_queue_vector(0, 2);
+    REQUIRE_FALSE(q);
+    CHECK(q.error().what == pe::vector_refused);
+    CHECK(q.error().value == 2);
+    auto c = t.set_config_vector(7);
+    REQUIRE_FALSE(c);
+    CHECK(c.error().what == pe::vector_refused);
+    CHECK(c.error().value == 7);
+    auto none = t.set_queue_vector(1, 0);
+    REQUIRE_FALSE(none);
+    CHECK(none.error().what == pe::no_queue);
+    const std::vector<reg_access> refused{
+        {'w', 16, 0x0e, 0}, {'r', 16, 0x0c, 256},    {'w', 16, 0x16, 2}, {'r', 16, 0x16, 0xffff},
+        {'w', 16, 0x14, 7}, {'r', 16, 0x14, 0xffff}, {'w', 16, 0x0e, 1}, {'r', 16, 0x0c, 0},
+    };
+    CHECK(show(m.log) == show(refused));
+    // "No vector" itself is accepted: it reads back as written.
+    CHECK(t.set_config_vector(v::no_msix_vector));
+    CHECK(t.set_queue_vector(0, v::no_msix_vector));
+    CHECK(m.queue_vector[0] == 0xffff);
+    CHECK(m.bad_width == 0);
+
+    // Without MSI-X, 0x14 is device configuration: nothing is written.
+    legacy_model plain;
+    v::legacy_pci_transport<legacy_bus> off{{&plain}, v::device_block, 64};
+    auto c2 = off.set_config_vector(0);
+    REQUIRE_FALSE(c2);
+    CHECK(c2.error().what == pe::no_msix);
+    auto q2 = off.set_queue_vector(0, 0);
+    REQUIRE_FALSE(q2);
+    CHECK(q2.error().what == pe::no_msix);
+    CHECK(plain.log.empty());
+}
+
 // ---- Modern transport ----
 
 TEST_CASE("modern start-up: 64 feature bits, FEATURES_OK, three addresses, enable, notify offset",
@@ -605,6 +820,50 @@ TEST_CASE("modern setup_queue checks before it writes; a device refusing FEATURE
     REQUIRE_FALSE(v::negotiate(t3, v::device_block, 0x246));
 }
 
+TEST_CASE("modern MSI-X vectors: msix_config, and queue_select then queue_msix_vector, each read back",
+          "[virtio-pci]") {
+    modern_model m;
+    m.num_queues = 2;
+    auto t = modern(m);
+    REQUIRE(t.set_config_vector(0));
+    REQUIRE(t.set_queue_vector(1, 1));
+    const std::vector<reg_access> want{
+        {'w', 16, 0x10, 0}, {'r', 16, 0x10, 0}, {'r', 16, 0x12, 2},
+        {'w', 16, 0x16, 1}, {'w', 16, 0x1a, 1}, {'r', 16, 0x1a, 1},
+    };
+    CHECK(show(m.log) == show(want));
+    CHECK(m.msix_config == 0);
+    CHECK(m.q[0].vector == 0xffff);
+    CHECK(m.q[1].vector == 1);
+
+    m.log.clear();
+    auto c = t.set_config_vector(5);
+    REQUIRE_FALSE(c);
+    CHECK(c.error().what == pe::vector_refused);
+    CHECK(c.error().value == 5);
+    auto q = t.set_queue_vector(0, 2);
+    REQUIRE_FALSE(q);
+    CHECK(q.error().what == pe::vector_refused);
+    CHECK(q.error().value == 2);
+    const std::vector<reg_access> refused{
+        {'w', 16, 0x10, 5}, {'r', 16, 0x10, 0xffff}, {'r', 16, 0x12, 2},
+        {'w', 16, 0x16, 0}, {'w', 16, 0x1a, 2},      {'r', 16, 0x1a, 0xffff},
+    };
+    CHECK(show(m.log) == show(refused));
+    CHECK(t.set_config_vector(v::no_msix_vector));
+
+    // A queue at or above num_queues: nothing selected, nothing written.
+    m.log.clear();
+    auto none = t.set_queue_vector(2, 0);
+    REQUIRE_FALSE(none);
+    CHECK(none.error().what == pe::no_queue);
+    CHECK(none.error().value == 2);
+    const std::vector<reg_access> only_count{{'r', 16, 0x12, 2}};
+    CHECK(show(m.log) == show(only_count));
+    CHECK(m.select == 0);
+    CHECK(m.bad_width == 0);
+}
+
 TEST_CASE("modern config reads use natural widths and retry while the generation changes", "[virtio-pci]") {
     modern_model m;
     auto t = modern(m);
@@ -623,4 +882,46 @@ TEST_CASE("modern config reads use natural widths and retry while the generation
     m.isr_value = 3;
     CHECK(t.interrupt_status() == 3);
     CHECK(t.interrupt_status() == 0);
+}
+
+TEST_CASE("use_queue_vector: setup_queue gives the queue its MSI-X entry before the queue goes live",
+          "[virtio-pci]") {
+    // Modern: queue_msix_vector is written (and read back) before queue_enable.
+    modern_model m;
+    m.num_queues = 2;
+    auto t = modern(m);
+    t.use_queue_vector(1);
+    REQUIRE(t.setup_queue(1, 64, {0x10000, 0x11000, 0x12000}));
+    CHECK(m.q[1].vector == 1);
+    std::size_t vector_at = m.log.size(), enable_at = m.log.size();
+    for (std::size_t i = 0; i < m.log.size(); ++i) {
+        if (m.log[i].op == 'w' && m.log[i].offset == 0x1a) vector_at = i;
+        if (m.log[i].op == 'w' && m.log[i].offset == 0x1c) enable_at = i;
+    }
+    CHECK(vector_at < enable_at);
+    CHECK(enable_at < m.log.size());
+    // An entry the device refuses: an error, and the queue is not enabled.
+    modern_model refusing;
+    refusing.num_queues = 2;
+    auto r = modern(refusing);
+    r.use_queue_vector(9);
+    auto bad = r.setup_queue(0, 64, {0x10000, 0x11000, 0x12000});
+    REQUIRE_FALSE(bad);
+    CHECK(bad.error().what == pe::vector_refused);
+    for (const auto& a : refusing.log) CHECK_FALSE((a.op == 'w' && a.offset == 0x1c));
+
+    // Legacy (MSI-X on): the vector is written before the page frame number that makes the queue live.
+    legacy_model l;
+    l.msix = true;
+    v::legacy_pci_transport<legacy_bus> lt{{&l}, v::device_block, 64, true};
+    lt.use_queue_vector(0);
+    REQUIRE(lt.setup_queue(0, 256, legacy_addresses(0x0012'3000, 256)));
+    CHECK(l.queue_vector[0] == 0);
+    std::size_t lv = l.log.size(), pfn = l.log.size();
+    for (std::size_t i = 0; i < l.log.size(); ++i) {
+        if (l.log[i].op == 'w' && l.log[i].offset == 0x16) lv = i;
+        if (l.log[i].op == 'w' && l.log[i].offset == 0x08) pfn = i;
+    }
+    CHECK(lv < pfn);
+    CHECK(pfn < l.log.size());
 }

@@ -1,11 +1,13 @@
 // blk: a test appliance for virtio-blk over virtio-mmio (v1 or v2, as QEMU offers it) or virtio-pci (legacy
 // I/O BAR or modern capabilities). It finds the device on the command line (virtio_mmio.device=..., microvm
-// with acpi=off) or, when the command line announces none, on PCI through ports 0xCF8/0xCFC (assigning the
-// BARs qboot leaves at 0), starts the driver, checks the pattern the harness wrote into the disk image (byte
-// at offset o: (o * 131 + o / 512) & 0xff) over the first 64 KiB in multi-sector reads, then writes its own
-// pattern ((o ^ 0x5a) & 0xff) to sectors 1024-1031 and flushes; the harness checks the image file afterwards.
+// with acpi=off), else in the ACPI DSDT (LNRO0005 devices: microvm with acpi=on, which leaves the command
+// line alone), else on PCI through ports 0xCF8/0xCFC (assigning the BARs qboot leaves at 0), starts the
+// driver, checks the pattern the harness wrote into the disk image (byte at offset o: (o * 131 + o / 512) &
+// 0xff) over the first 64 KiB in multi-sector reads, then writes its own pattern ((o ^ 0x5a) & 0xff) to
+// sectors 1024-1031 and flushes; the harness checks the image file afterwards.
 #include <toro/dev/blk/virtio_blk.hpp>
 #include <toro/dev/pci/config.hpp>
+#include <toro/dev/virtio/acpi_mmio.hpp>
 #include <toro/dev/virtio/mmio.hpp>
 #include <toro/dev/virtio/pci.hpp>
 #include <toro/kernel.hpp>
@@ -91,24 +93,64 @@ int run_pci() {
            1;
 }
 
-int run(blk_os& os) {
-    auto list = toro::virtio::parse_virtio_mmio_cmdline(os.boot.cmdline());
-    if (!list) return toro::print("blk: command line: {}\n", list.error()), 1;
-    if (list->count == 0) return run_pci();
-    for (std::size_t i = 0; i < list->count; ++i) {
-        const auto& d = list->devices[i];
+// Firmware tables wherever they are, mapped on first touch (write-back: they are RAM), as the process unit's
+// reader does; this appliance has no process unit. The last 2 MiB-aligned range mapped is remembered.
+struct firmware_reader {
+    std::uint64_t mapped_base = 0, mapped_end = 0;
+
+    const std::byte* view(std::uint64_t phys, std::size_t len) {
+        if (phys < 4096 || len == 0 || phys + len < phys) return nullptr;
+        if (phys < mapped_base || phys + len > mapped_end) {
+            if (!toro::kernel_map.map_device(phys, len, true)) return nullptr;
+            mapped_base = phys & ~(toro::kernel_page_map::two_mib - 1);
+            mapped_end =
+                (phys + len + toro::kernel_page_map::two_mib - 1) & ~(toro::kernel_page_map::two_mib - 1);
+        }
+        return reinterpret_cast<const std::byte*>(phys);
+    }
+    bool read(std::uint64_t phys, void* dst, std::size_t len) {
+        const std::byte* p = view(phys, len);
+        if (p != nullptr) __builtin_memcpy(dst, p, len);
+        return p != nullptr;
+    }
+};
+
+// The first virtio-blk among the listed transports; 3 when none is one. `from` says where the list came from.
+int run_mmio(const toro::virtio::mmio_device_list& list, const char* from) {
+    for (std::size_t i = 0; i < list.count; ++i) {
+        const auto& d = list.devices[i];
         auto regs = toro::kernel_map.map_device(d.base, d.size);
         if (!regs) return toro::print("blk: {}\n", regs.error()), 1;
         auto t = mmio_transport::probe(toro::arch::mmio_window{static_cast<volatile std::uint32_t*>(*regs)});
         if (!t || t->device_id() != toro::virtio::device_block) continue;
         const unsigned version = t->version();
         if (auto r = mmio_disk.start(*t); !r) return toro::print("blk: start: {}\n", r.error()), 1;
-        toro::print("blk: virtio-mmio v{} at {:#x} irq {}: {} blocks of {} bytes\n", version, d.base, d.irq,
-                    mmio_disk.block_count(), mmio_disk.block_size());
+        toro::print("blk: virtio-mmio v{} at {:#x} irq {}{}: {} blocks of {} bytes\n", version, d.base, d.irq,
+                    from, mmio_disk.block_count(), mmio_disk.block_size());
         return exercise(mmio_disk);
     }
-    toro::print("blk: no virtio block device on the command line ({} virtio-mmio entries)\n", list->count);
+    toro::print("blk: no virtio block device among {} virtio-mmio transports{}\n", list.count, from);
     return 3;
+}
+
+int run(blk_os& os) {
+    auto list = toro::virtio::parse_virtio_mmio_cmdline(os.boot.cmdline());
+    if (!list) return toro::print("blk: command line: {}\n", list.error()), 1;
+    if (list->count != 0) return run_mmio(*list, "");
+
+    // No RSDP (microvm with acpi=off) or no LNRO0005 device (pc): on to PCI. Broken tables are reported.
+    firmware_reader firmware;
+    toro::virtio::aml_scan_notes notes;
+    auto acpi = toro::virtio::find_virtio_mmio_acpi(firmware, os.boot.rsdp, &notes);
+    if (acpi && acpi->count != 0) return run_mmio(*acpi, " (from ACPI)");
+    if (acpi)
+        toro::print(
+            "blk: ACPI lists no virtio-mmio transport ({} tables, {} devices, {} unusable, {} skipped "
+            "scopes)\n",
+            notes.tables, notes.devices, notes.unusable, notes.abandoned);
+    else if (os.boot.rsdp != 0 || toro::find_rsdp(firmware, 0))
+        toro::print("blk: ACPI: {}\n", acpi.error());
+    return run_pci();
 }
 
 } // namespace

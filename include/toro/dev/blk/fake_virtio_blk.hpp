@@ -275,24 +275,7 @@ private:
 
 // What the driver holds: a pointer to the device, copied freely.
 template <std::uint16_t N>
-struct fake_blk_transport {
-    fake_virtio_blk<N>* dev;
-
-    std::uint32_t device_id() const { return dev->device_id(); }
-    bool legacy() const { return dev->legacy(); }
-    void reset() { dev->reset(); }
-    std::uint8_t status() { return dev->status(); }
-    void set_status(std::uint8_t s) { dev->set_status(s); }
-    std::uint64_t device_features() { return dev->device_features(); }
-    void set_driver_features(std::uint64_t f) { dev->set_driver_features(f); }
-    std::uint16_t max_queue_size(std::uint16_t q) { return dev->max_queue_size(q); }
-    expected<void> setup_queue(std::uint16_t q, std::uint16_t size, const virtio::queue_addresses& a) {
-        return dev->setup_queue(q, size, a);
-    }
-    void notify(std::uint16_t q) { dev->notify(q); }
-    void read_config(std::uint32_t off, void* dst, std::uint32_t len) { dev->read_config(off, dst, len); }
-    std::uint32_t interrupt_status() { return dev->interrupt_status(); }
-};
+using fake_blk_transport = virtio::fake_transport<fake_virtio_blk<N>>;
 static_assert(virtio::transport<fake_blk_transport<8>>);
 
 } // namespace toro::blk

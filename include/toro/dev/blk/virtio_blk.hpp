@@ -94,13 +94,7 @@ inline constexpr string_view bad_size_max{"virtio-blk: device size_max below the
 inline constexpr string_view no_queue{"virtio-blk: request queue missing or smaller than the driver's"};
 } // namespace blk_error
 
-// Spins until ready() (host tests, early boot, a kernel with interrupts off).
-struct poll_wait {
-    template <class Ready>
-    void wait(Ready&& ready) {
-        while (!ready()) __builtin_ia32_pause();
-    }
-};
+using virtio::poll_wait;
 
 // A request handed out by submit_*: the slot plus a sequence number, so a stale id never names a reused
 // slot's new request.

@@ -591,4 +591,132 @@ expected<msi_info> parse_msi(A& a, pci_address addr, std::uint8_t cap_offset) {
     return m;
 }
 
+// ---- INTx ----
+
+inline constexpr std::uint32_t piix3_isa_id = 0x70008086; // device << 16 | vendor
+inline constexpr std::uint16_t piix3_pirq_route = 0x60;   // PIRQA..D route control, a byte each
+
+// The ISA IRQ a PCI function's INTx pin reaches. On QEMU's i440FX (PIIX3 at 00:01.0, 8086:7000) it is read
+// from the chipset rather than trusted from the interrupt line register: QEMU wires pin p of the device in
+// slot d on bus 0 to PIRQ ((d - 1) + (p - 1)) mod 4 (hw/isa/piix.c), whose ISA IRQ is PIIX3 register
+// 0x60 + PIRQ (bit 7: not routed); qboot writes the line as if the sum had no "- 1" (one PIRQ off), SeaBIOS
+// writes it right. Elsewhere the interrupt line firmware wrote is all there is.
+template <pci_config_access A>
+expected<std::uint8_t> intx_isa_irq(A& a, const pci_function& fn) {
+    if (fn.interrupt_pin < 1 || fn.interrupt_pin > 4)
+        return unexpected{"PCI function has no interrupt pin; BDF", fn.address.bdf()};
+    const pci_address isa{0, 1, 0};
+    if (fn.address.bus == 0 && fn.address.device >= 1 && a.read32(isa, pci::vendor_id) == piix3_isa_id) {
+        const unsigned pirq = (fn.address.device - 1u + fn.interrupt_pin - 1u) & 3;
+        const auto route = static_cast<std::uint8_t>(a.read32(isa, piix3_pirq_route) >> (8 * pirq));
+        if ((route & 0x80) != 0 || (route & 0x0f) < 3)
+            return unexpected{"PIIX3: the PCI interrupt link is not routed; PIRQ", pirq};
+        return static_cast<std::uint8_t>(route & 0x0f);
+    }
+    if (fn.interrupt_line == 0 || fn.interrupt_line >= 16)
+        return unexpected{"firmware routed no IRQ to the PCI function's pin; interrupt line",
+                          fn.interrupt_line};
+    return fn.interrupt_line;
+}
+
+// ---- Programming MSI-X and MSI ----
+
+// A message a function writes to raise an interrupt on x86 (Intel SDM vol. 3, 11.11): the address selects
+// the local APIC (physical destination mode, no redirection hint), the data the vector (fixed delivery,
+// edge-triggered). Destinations above 255 would need x2APIC's extended destination ID: refused.
+struct msi_message {
+    std::uint64_t address = 0;
+    std::uint32_t data = 0;
+};
+inline constexpr std::uint64_t msi_address_base = 0xfee00000;
+
+inline expected<msi_message> x86_msi_message(std::uint32_t apic_id, std::uint8_t vector) {
+    if (apic_id > 0xff) return unexpected{"MSI: destination APIC ID above 255; ID", apic_id};
+    if (vector < 0x10) return unexpected{"MSI: vector below 16 is reserved; vector", vector};
+    return msi_message{msi_address_base | std::uint64_t{apic_id} << 12, vector};
+}
+
+// MSI-X table entry layout (PCI 3.0 6.8.2.6): 16 bytes per entry.
+namespace msix_entry {
+inline constexpr std::uint32_t size = 16;
+inline constexpr std::uint32_t address_low = 0, address_high = 4, data = 8, vector_control = 12;
+inline constexpr std::uint32_t masked = 1; // vector control bit 0
+} // namespace msix_entry
+
+// The MSI-X table of one function, in its BAR (mapped uncached by the caller). Table entries are 32-bit
+// registers; Mmio is any mmio32_bus-like window (read32/write32 at byte offsets from the table's start).
+template <class Mmio>
+class msix_table {
+public:
+    msix_table(Mmio mmio, std::uint16_t entries) : mmio_{mmio}, entries_{entries} {}
+
+    // Programs entry i and unmasks it. The entry is masked while it is written, so the function never
+    // sends half an update (6.8.3.5); vector control's other bits are preserved (6.8.2.9: reserved, and PCIe
+    // keeps its steering tag there).
+    expected<void> set(std::uint16_t i, msi_message m) {
+        if (i >= entries_) return unexpected{"MSI-X: no such table entry; entry", i};
+        const std::uint32_t at = std::uint32_t{i} * msix_entry::size;
+        mask(i, true);
+        mmio_.write32(at + msix_entry::address_low, static_cast<std::uint32_t>(m.address));
+        mmio_.write32(at + msix_entry::address_high, static_cast<std::uint32_t>(m.address >> 32));
+        mmio_.write32(at + msix_entry::data, m.data);
+        mask(i, false);
+        return {};
+    }
+    void mask(std::uint16_t i, bool on) {
+        if (i >= entries_) return;
+        const std::uint32_t reg = std::uint32_t{i} * msix_entry::size + msix_entry::vector_control;
+        const std::uint32_t v = mmio_.read32(reg);
+        mmio_.write32(reg, on ? v | msix_entry::masked : v & ~msix_entry::masked);
+    }
+    std::uint16_t entries() const { return entries_; }
+    Mmio& mmio() { return mmio_; }
+
+private:
+    Mmio mmio_;
+    std::uint16_t entries_;
+};
+
+// Turns MSI-X on for the function (function mask off) and its INTx pin off: from now on it signals through
+// the table only. Entries stay masked until set() (the reset state of every entry is masked).
+template <pci_config_access A>
+void enable_msix(A& a, pci_address addr, const msix_info& m) {
+    write_command(a, addr, read_command(a, addr).set_interrupt_disable(true));
+    const auto reg = static_cast<std::uint16_t>(m.cap_offset);
+    const std::uint32_t head = a.read32(addr, reg);
+    const auto ctl = pci_regs::msix_control::from_value(static_cast<std::uint16_t>(head >> 16))
+                         .set_enable(true)
+                         .set_function_mask(false);
+    a.write32(addr, reg, (head & 0xffff) | std::uint32_t{ctl.value()} << 16);
+}
+
+// Turns MSI-X off (the function falls back to INTx, if its pin is enabled).
+template <pci_config_access A>
+void disable_msix(A& a, pci_address addr, const msix_info& m) {
+    const auto reg = static_cast<std::uint16_t>(m.cap_offset);
+    const std::uint32_t head = a.read32(addr, reg);
+    const auto ctl =
+        pci_regs::msix_control::from_value(static_cast<std::uint16_t>(head >> 16)).set_enable(false);
+    a.write32(addr, reg, (head & 0xffff) | std::uint32_t{ctl.value()} << 16);
+}
+
+// MSI with a single vector (the function's first), INTx off. A function asking for several gets one: the
+// data's low bits would otherwise select vectors the kernel did not register.
+template <pci_config_access A>
+void enable_msi(A& a, pci_address addr, const msi_info& m, msi_message msg) {
+    const auto cap = static_cast<std::uint16_t>(m.cap_offset);
+    a.write32(addr, static_cast<std::uint16_t>(cap + 4), static_cast<std::uint32_t>(msg.address));
+    if (m.address_64bit)
+        a.write32(addr, static_cast<std::uint16_t>(cap + 8), static_cast<std::uint32_t>(msg.address >> 32));
+    const auto data_reg = static_cast<std::uint16_t>(cap + m.data_offset);
+    a.write32(addr, data_reg, (a.read32(addr, data_reg) & 0xffff0000u) | (msg.data & 0xffff));
+    if (m.per_vector_masking) a.write32(addr, static_cast<std::uint16_t>(cap + m.mask_offset), 0);
+    write_command(a, addr, read_command(a, addr).set_interrupt_disable(true));
+    const std::uint32_t head = a.read32(addr, cap);
+    const auto ctl = pci_regs::msi_control::from_value(static_cast<std::uint16_t>(head >> 16))
+                         .set_multiple_message_enable(0)
+                         .set_enable(true);
+    a.write32(addr, cap, (head & 0xffff) | std::uint32_t{ctl.value()} << 16);
+}
+
 } // namespace toro

@@ -259,4 +259,26 @@ private:
     std::array<std::uint16_t, N> owner_{}; // head + 1 of the taken chain holding each descriptor, 0: none
 };
 
+// What a driver holds of a fake device: a pointer, copied freely, modelling transport when Device has the
+// transport's members (fake_virtio_blk, fake_virtio_net).
+template <class Device>
+struct fake_transport {
+    Device* dev;
+
+    std::uint32_t device_id() const { return dev->device_id(); }
+    bool legacy() const { return dev->legacy(); }
+    void reset() { dev->reset(); }
+    std::uint8_t status() { return dev->status(); }
+    void set_status(std::uint8_t s) { dev->set_status(s); }
+    std::uint64_t device_features() { return dev->device_features(); }
+    void set_driver_features(std::uint64_t f) { dev->set_driver_features(f); }
+    std::uint16_t max_queue_size(std::uint16_t q) { return dev->max_queue_size(q); }
+    expected<void> setup_queue(std::uint16_t q, std::uint16_t size, const queue_addresses& a) {
+        return dev->setup_queue(q, size, a);
+    }
+    void notify(std::uint16_t q) { dev->notify(q); }
+    void read_config(std::uint32_t off, void* dst, std::uint32_t len) { dev->read_config(off, dst, len); }
+    std::uint32_t interrupt_status() { return dev->interrupt_status(); }
+};
+
 } // namespace toro::virtio

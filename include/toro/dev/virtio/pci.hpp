@@ -19,6 +19,7 @@
 
 #include <toro/arch/x86_64/port_io.hpp>
 #include <toro/base/expected.hpp>
+#include <toro/base/maybe.hpp>
 #include <toro/base/string_view.hpp>
 #include <toro/dev/pci/config.hpp>
 #include <toro/dev/pci/pci.hpp>
@@ -80,7 +81,12 @@ inline constexpr std::uint32_t device_status = 0x12;  // 8
 inline constexpr std::uint32_t isr_status = 0x13;     // 8, read clears
 inline constexpr std::uint32_t config = 0x14;         // device config when MSI-X is disabled
 inline constexpr std::uint32_t config_msix = 0x18;    // ... and when it is enabled (two vector registers)
+inline constexpr std::uint32_t config_vector = 0x14;  // 16, with MSI-X: the configuration change vector
+inline constexpr std::uint32_t queue_vector = 0x16;   // 16, with MSI-X: the selected queue's vector
 } // namespace legacy_pci_reg
+
+// "No vector": what a vector register holds when unassigned, or reads back when the device refused one.
+inline constexpr std::uint16_t no_msix_vector = 0xffff;
 
 // Common configuration structure offsets (4.1.4.3).
 namespace common_cfg {
@@ -131,6 +137,9 @@ inline constexpr string_view missing_cap{"virtio-pci: modern function lacks a co
 inline constexpr string_view no_io_bar{"virtio-pci: legacy function has no I/O BAR0"};
 inline constexpr string_view window_full{"virtio-pci: no room left in the BAR window for a BAR of size"};
 inline constexpr string_view bar_stuck{"virtio-pci: an assigned BAR did not read back its address; BAR"};
+inline constexpr string_view no_msix{
+    "virtio-pci legacy: MSI-X vectors set on a transport made without MSI-X"};
+inline constexpr string_view vector_refused{"virtio-pci: the device refused the MSI-X table entry; entry"};
 } // namespace pci_error
 
 namespace detail {
@@ -210,10 +219,16 @@ public:
         const std::uint16_t max = max_queue_size(q); // also selects the queue
         if (max == 0) return unexpected{pci_error::no_queue, q};
         if (size != max) return unexpected{pci_error::legacy_size, max};
+        if (queue_vector_ != no_msix_vector)
+            if (auto ok = set_queue_vector(q, queue_vector_); !ok) return ok;
         __atomic_thread_fence(__ATOMIC_SEQ_CST);
         io_.write32(legacy_pci_reg::queue_address, static_cast<std::uint32_t>(pfn));
         return {};
     }
+
+    // The MSI-X table entry setup_queue gives every queue before it goes live (4.1.5.1.3: vectors are part
+    // of queue setup, so no interrupt of a new queue goes unsignalled). no_msix_vector: none.
+    void use_queue_vector(std::uint16_t entry) { queue_vector_ = entry; }
 
     void notify(std::uint16_t q) {
         __atomic_thread_fence(__ATOMIC_SEQ_CST);
@@ -229,6 +244,24 @@ public:
     // Reading the ISR acknowledges it.
     std::uint32_t interrupt_status() { return io_.read8(legacy_pci_reg::isr_status); }
 
+    // MSI-X table entries for configuration changes and for queue q (4.1.4.8: the two registers exist only
+    // while MSI-X is enabled). Read back: a device that cannot use the entry answers no_msix_vector.
+    expected<void> set_config_vector(std::uint16_t entry) {
+        if (config_ != legacy_pci_reg::config_msix) return unexpected{pci_error::no_msix};
+        io_.write16(legacy_pci_reg::config_vector, entry);
+        if (io_.read16(legacy_pci_reg::config_vector) != entry)
+            return unexpected{pci_error::vector_refused, entry};
+        return {};
+    }
+    expected<void> set_queue_vector(std::uint16_t q, std::uint16_t entry) {
+        if (config_ != legacy_pci_reg::config_msix) return unexpected{pci_error::no_msix};
+        if (max_queue_size(q) == 0) return unexpected{pci_error::no_queue, q}; // (selects the queue)
+        io_.write16(legacy_pci_reg::queue_vector, entry);
+        if (io_.read16(legacy_pci_reg::queue_vector) != entry)
+            return unexpected{pci_error::vector_refused, entry};
+        return {};
+    }
+
     Io& io() { return io_; }
 
 private:
@@ -236,6 +269,7 @@ private:
     std::uint32_t device_;
     std::uint32_t config_;
     std::uint32_t config_size_;
+    std::uint16_t queue_vector_ = no_msix_vector;
 };
 static_assert(transport<legacy_pci_transport<pci_port_regs>>);
 
@@ -309,9 +343,18 @@ public:
         write64(common_cfg::queue_device, a.used);
         const std::uint16_t off = r_.common.read16(common_cfg::queue_notify_off);
         if (q < cached_queues) notify_off_[q] = off;
+        if (queue_vector_ != no_msix_vector) {
+            r_.common.write16(common_cfg::queue_msix_vector, queue_vector_);
+            if (r_.common.read16(common_cfg::queue_msix_vector) != queue_vector_)
+                return unexpected{pci_error::vector_refused, queue_vector_};
+        }
         r_.common.write16(common_cfg::queue_enable, 1);
         return {};
     }
+
+    // The MSI-X table entry setup_queue gives every queue before enabling it (4.1.5.1.3). no_msix_vector:
+    // none.
+    void use_queue_vector(std::uint16_t entry) { queue_vector_ = entry; }
 
     // The doorbell at notify + queue_notify_off * notify_off_multiplier; one outside the notify structure
     // is not rung.
@@ -340,6 +383,24 @@ public:
 
     std::uint32_t interrupt_status() { return r_.isr.read8(0); }
 
+    // MSI-X table entries for configuration changes and for queue q (4.1.4.3: msix_config,
+    // queue_msix_vector), read back: a device that cannot use the entry answers no_msix_vector. A device
+    // reset forgets them: set them after start().
+    expected<void> set_config_vector(std::uint16_t entry) {
+        r_.common.write16(common_cfg::msix_config, entry);
+        if (r_.common.read16(common_cfg::msix_config) != entry)
+            return unexpected{pci_error::vector_refused, entry};
+        return {};
+    }
+    expected<void> set_queue_vector(std::uint16_t q, std::uint16_t entry) {
+        if (q >= r_.common.read16(common_cfg::num_queues)) return unexpected{pci_error::no_queue, q};
+        r_.common.write16(common_cfg::queue_select, q);
+        r_.common.write16(common_cfg::queue_msix_vector, entry);
+        if (r_.common.read16(common_cfg::queue_msix_vector) != entry)
+            return unexpected{pci_error::vector_refused, entry};
+        return {};
+    }
+
     modern_pci_regions<Mmio>& regions() { return r_; }
 
 private:
@@ -351,6 +412,7 @@ private:
     modern_pci_regions<Mmio> r_;
     std::uint32_t device_;
     std::array<std::uint16_t, cached_queues> notify_off_{};
+    std::uint16_t queue_vector_ = no_msix_vector;
 };
 static_assert(transport<modern_pci_transport<pci_mmio_regs>>);
 
@@ -388,6 +450,7 @@ struct virtio_pci_device {
     bool transitional = false; // legacy device id (0x1000-0x103f): offers the legacy interface in BAR0
     bool modern = false;       // has the virtio capabilities
     bool msix_enabled = false;
+    maybe<msix_info> msix; // the MSI-X capability, when the function has a usable one
     pci_bar_list bars;
     std::uint8_t assigned = 0; // BARs this probe assigned (bit per BAR)
     virtio_pci_region common, notify, isr, device;
@@ -405,17 +468,16 @@ std::uint32_t virtio_pci_id(A& a, const pci_function& fn) {
     return 0;
 }
 
-namespace detail {
-
 // Assigns every present BAR whose address is 0 from the window, with decoding off while BARs are written,
 // and checks each reads back. Then enables I/O and/or memory decoding for the BARs there are, and mastering.
+// Returns the BARs it assigned (a bit each). Not virtio-specific: the e1000 binding uses it too.
 template <pci_config_access A>
-expected<void> assign_bars(A& a, virtio_pci_device& d, pci_bar_window& w) {
-    const pci_address addr = d.function.address;
+expected<std::uint8_t> assign_bars(A& a, pci_address addr, pci_bar_list& bars, pci_bar_window& w) {
     const auto cmd = read_command(a, addr);
     bool any_io = false, any_mem = false, off = false;
-    for (std::uint8_t i = 0; i < d.bars.count; ++i) {
-        pci_bar& b = d.bars.bars[i];
+    std::uint8_t assigned = 0;
+    for (std::uint8_t i = 0; i < bars.count; ++i) {
+        pci_bar& b = bars.bars[i];
         if (!b.present()) continue;
         any_io |= b.is_io();
         any_mem |= b.is_memory();
@@ -436,15 +498,17 @@ expected<void> assign_bars(A& a, virtio_pci_device& d, pci_bar_window& w) {
         if (b.is_io()) back &= 0xffff;
         if (back != *at) return unexpected{pci_error::bar_stuck, i};
         b.address = *at;
-        d.assigned = static_cast<std::uint8_t>(d.assigned | 1u << i);
+        assigned = static_cast<std::uint8_t>(assigned | 1u << i);
     }
     pci_regs::command now{cmd};
     if (any_io) now.set_io_space(true);
     if (any_mem) now.set_memory_space(true);
     now.set_bus_master(true);
     write_command(a, addr, now);
-    return {};
+    return assigned;
 }
+
+namespace detail {
 
 template <pci_config_access A>
 expected<void> parse_virtio_caps(A& a, virtio_pci_device& d) {
@@ -453,6 +517,8 @@ expected<void> parse_virtio_caps(A& a, virtio_pci_device& d) {
     auto walked = for_each_capability(a, addr, [&](pci_capability c) {
         if (c.id == pci::cap_msix) {
             d.msix_enabled = (a.read32(addr, c.offset) >> 31) & 1;
+            // A table outside the BARs is not used (INTx remains); it is no reason to refuse the device.
+            if (auto m = parse_msix(a, addr, c.offset); m && check_msix_bars(*m, d.bars)) d.msix = *m;
             return;
         }
         if (c.id != pci::cap_vendor) return;
@@ -488,31 +554,44 @@ expected<void> parse_virtio_caps(A& a, virtio_pci_device& d) {
 
 } // namespace detail
 
-// The instance-th PCI function that is the virtio device `virtio_id`, set up: BARs sized (read_bars),
-// unassigned ones placed in `window`, decoding and bus mastering on, capabilities parsed. Errors: not found,
-// a broken BAR or capability list, a full window.
+// Sets up `fn`, a function that virtio_pci_id() says is a virtio device: BARs sized (read_bars), unassigned
+// ones placed in `window`, decoding and bus mastering on, capabilities parsed. Errors: a broken BAR or
+// capability list, a full window.
 template <pci_config_access A>
-expected<virtio_pci_device> find_virtio_pci(A& a, std::uint32_t virtio_id, pci_bar_window& window,
-                                            std::size_t instance = 0) {
+expected<virtio_pci_device> setup_virtio_pci(A& a, const pci_function& fn, pci_bar_window& window) {
     virtio_pci_device d;
-    bool found = false;
-    for_each_function(a, [&](const pci_function& fn) {
-        if (virtio_pci_id(a, fn) != virtio_id || fn.header_layout != pci::header_general) return true;
-        if (instance-- != 0) return true;
-        d.function = fn;
-        found = true;
-        return false;
-    });
-    if (!found) return unexpected{pci_error::not_found, virtio_id};
-    d.virtio_id = virtio_id;
+    d.function = fn;
+    d.virtio_id = virtio_pci_id(a, fn);
+    if (d.virtio_id == 0 || fn.header_layout != pci::header_general)
+        return unexpected{pci_error::not_found, d.virtio_id};
     d.transitional = d.function.device_id <= pci_legacy_last;
     auto bars = read_bars(a, d.function);
     if (!bars) return unexpected{bars.error()};
     d.bars = *bars;
-    if (auto r = detail::assign_bars(a, d, window); !r) return unexpected{r.error()};
+    auto assigned = assign_bars(a, d.function.address, d.bars, window);
+    if (!assigned) return unexpected{assigned.error()};
+    d.assigned = *assigned;
     if (auto r = detail::parse_virtio_caps(a, d); !r) return unexpected{r.error()};
     if (d.transitional && !d.bars[0].is_io() && !d.modern) return unexpected{pci_error::no_io_bar};
     return d;
+}
+
+// The instance-th PCI function that is the virtio device `virtio_id`, set up as setup_virtio_pci does.
+// Errors: not found, and those of setup_virtio_pci.
+template <pci_config_access A>
+expected<virtio_pci_device> find_virtio_pci(A& a, std::uint32_t virtio_id, pci_bar_window& window,
+                                            std::size_t instance = 0) {
+    pci_function found;
+    bool any = false;
+    for_each_function(a, [&](const pci_function& fn) {
+        if (virtio_pci_id(a, fn) != virtio_id || fn.header_layout != pci::header_general) return true;
+        if (instance-- != 0) return true;
+        found = fn;
+        any = true;
+        return false;
+    });
+    if (!any) return unexpected{pci_error::not_found, virtio_id};
+    return setup_virtio_pci(a, found, window);
 }
 
 // A legacy transport over BAR0 of a transitional device found above.

@@ -102,6 +102,15 @@ expected<std::uint64_t> negotiate(T& t, std::uint32_t expected_device, std::uint
     return features;
 }
 
+// The drivers' simplest wait policy: spins until ready() (host tests, early boot, a kernel with interrupts
+// off). The kernel's blocks on the device's interrupt (toro/dev/devices_unit.hpp: interrupt_wait).
+struct poll_wait {
+    template <class Ready>
+    void wait(Ready&& ready) {
+        while (!ready()) __builtin_ia32_pause();
+    }
+};
+
 // After the queues: the device may run.
 template <transport T>
 void driver_ok(T& t) {
