@@ -424,6 +424,34 @@ def bench_dev(args):
         gtx = f"{v['guest_tx_fps']:12.0f}" if v.get("guest_tx_fps") else f"{'-':>12}"
         lost = f"{v['lost']:5.0f}" if v.get("lost") is not None else f"{'-':>5}"
         print(f"  {name:34} {tx:7.0f}{rt:7}{gtx} {lost} {echo:13.0f}{re_:7}")
+
+    # The unit's boot cost: first instruction -> app entry (guest TSC) of test/qemu/dev with one device on
+    # each path, against test/qemu/proc (memory + process, the units dev names before devices), interleaved.
+    proc_k = builder.kernel_paths(builder.Appliance(os.path.join(ROOT, "test", "qemu", "proc")), bdir)
+    builder.ninja(bdir, ["test/qemu/proc.elf", "test/qemu/proc32.elf"])
+    configs = [("proc (no devices unit)", proc_k, "microvm", "cpus toro.boot_trace", ["-machine", "acpi=off"]),
+               ("dev, virtio-net mmio", kernels, "microvm", "none toro.boot_trace",
+                ["-machine", "acpi=off", "-netdev", "user,id=u0", "-device", "virtio-net-device,netdev=u0"]),
+               ("dev, virtio-net mmio via ACPI", kernels, "microvm", "none toro.boot_trace",
+                ["-machine", "acpi=on", "-netdev", "user,id=u0", "-device", "virtio-net-device,netdev=u0"]),
+               ("proc on seabios", proc_k, "seabios", "cpus toro.boot_trace", []),
+               ("dev, virtio-net pci (seabios)", kernels, "seabios", "none toro.boot_trace",
+                ["-netdev", "user,id=u0", "-device", "virtio-net-pci,netdev=u0"]),
+               ("dev, e1000 (seabios)", kernels, "seabios", "none toro.boot_trace",
+                ["-netdev", "user,id=u0", "-device", "e1000,netdev=u0"])]
+    cycles = {name: [] for name, *_ in configs}
+    for _ in range(args.runs):
+        for name, k, vmm, cmdline, extra in configs:
+            res = vm.boot(vm.vm_command(k, vmm, accel, cpu, 1, "128M", cmdline, extra), 300, echo=False)
+            m = re.search(r"-> app entry (\d+) cycles", res.output)
+            if m:
+                cycles[name].append(int(m.group(1)))
+    mhz = host_tsc_mhz()
+    out["boot_app_entry_cycles"] = {name: _stats(xs) for name, xs in cycles.items() if xs}
+    print(f"\nboot to the app's entry ({accel}, guest TSC, median of {args.runs}):")
+    for name, st in out["boot_app_entry_cycles"].items():
+        ms = f" = {st['median'] / mhz / 1000:.2f} ms" if mhz else ""
+        print(f"  {name:34} {st['median']:.0f} cycles{ms}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=2)

@@ -581,38 +581,53 @@ struct devices {
             else
                 print("devices: ACPI: {}\n", acpi.error());
         }
-        for (std::size_t i = 0; i < list.count; ++i) probe_mmio(pc, list.devices[i]);
+        // toro.boot_trace: what finding the devices cost, and each one's start (TSC cycles).
+        const bool trace = has_word(boot.cmdline(), "toro.boot_trace");
+        const std::uint64_t t0 = arch::rdtsc();
+        std::uint64_t starting = 0;
+        auto timed = [&](auto&& probe) {
+            const std::uint64_t a = arch::rdtsc();
+            if (!probe()) return;
+            const std::uint64_t took = arch::rdtsc() - a;
+            starting += took;
+            if (trace) print("toro: boot trace: device start {} cycles\n", took);
+        };
+        for (std::size_t i = 0; i < list.count; ++i) timed([&] { return probe_mmio(pc, list.devices[i]); });
         for_each_function(pc.config, [&](const pci_function& fn) {
-            if (fn.header_layout == pci::header_general) probe_pci(pc, fn);
+            if (fn.header_layout == pci::header_general) timed([&] { return probe_pci(pc, fn); });
             return true;
         });
+        if (trace) print("toro: boot trace: device discovery {} cycles\n", arch::rdtsc() - t0 - starting);
         return {};
     }
 
 private:
-    static void probe_mmio(probe_context& pc, const virtio::mmio_device_desc& d) {
+    // Both say whether a driver claimed the device.
+    static bool probe_mmio(probe_context& pc, const virtio::mmio_device_desc& d) {
         auto regs = kernel_map.map_device(d.base, d.size);
-        if (!regs) return report_mmio(d, regs.error());
+        if (!regs) return report_mmio(d, regs.error()), false;
         using mmio_t = virtio::mmio_transport<arch::mmio_window>;
         auto t = mmio_t::probe(arch::mmio_window{static_cast<volatile std::uint32_t*>(*regs)});
         if (!t) {
             if (t.error().what != virtio::mmio_error::no_device)
                 report_mmio(d, t.error()); // else: an empty slot
-            return;
+            return false;
         }
-        (void)((claims_mmio<Drivers>(*t) ? (start_mmio<Drivers>(pc, d, *t), true) : false) || ...);
+        return ((claims_mmio<Drivers>(*t) ? (start_mmio<Drivers>(pc, d, *t), true) : false) || ...);
     }
 
     // A function no driver runs is silenced: its INTx pin could share a line we route, and a level line
     // nobody acknowledges would interrupt forever.
-    static void probe_pci(probe_context& pc, const pci_function& fn) {
+    static bool probe_pci(probe_context& pc, const pci_function& fn) {
         bool running = false;
-        (void)((Drivers::claims_pci(pc, fn) ? (running = report_pci(fn, Drivers::start_pci(pc, fn)), true)
-                                            : false) ||
-               ...);
+        const bool claimed =
+            ((Drivers::claims_pci(pc, fn) ? (running = report_pci(fn, Drivers::start_pci(pc, fn)), true)
+                                          : false) ||
+             ...);
         if (!running && fn.interrupt_pin != 0)
             write_command(pc.config, fn.address,
                           read_command(pc.config, fn.address).set_interrupt_disable(true));
+        return claimed;
     }
 
     template <class D>
