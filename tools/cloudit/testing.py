@@ -579,7 +579,7 @@ def dev_blk_case(t, name, kernels, vmm, accel, cpu, device, image, irq, more=())
 
 
 def dev_net_case(t, name, kernels, vmm, accel, cpu, device, irq, driver, more=(), mode="net", smp=1,
-                 image=None, disk_irq=None):
+                 image=None, disk_irq=None, needs=()):
     """test/qemu/dev's net mode against netpeer.Peer over QEMU's dgram netdev: frames checked byte for byte
     both ways (guest -> peer, peer -> guest, the guest's echoes), the MAC QEMU was given read back, the link
     up, and the guest woken by device interrupts (the report must name `irq`)."""
@@ -617,6 +617,7 @@ def dev_net_case(t, name, kernels, vmm, accel, cpu, device, irq, driver, more=()
               and "128 sectors in 16-sector requests: 0 bad" in r.output)
     if smp > 1:
         ok = ok and f"dev: ran on CPU {smp - 1}" in r.output
+    ok = ok and all(n in r.output for n in needs)
     t.record(name, ok, f"status {r.status}; peer: {problems or 'every frame as expected'}; probe line: "
              f"{probe.group(0) if probe else None}\n{r.output[-1500:]}{r.qemu_stderr[-500:]}")
 
@@ -648,11 +649,15 @@ DEV_NET_CASES = [
 # (qboot's PIIX3 routes slots 2 and 5 to PIRQB and PIRQA, both IRQ 10), each handler acknowledging its own.
 DEV_MIXED_CASES = [
     ("net-waiter-on-another-cpu-msix", "seabios", "virtio-net-pci", "MSI-X", "virtio-net", [], "net lastcpu", 2,
-     None),
+     None, ()),
     ("net-waiter-on-another-cpu-gsi", "microvm", "virtio-net-device", "GSI", "virtio-net", [], "net lastcpu", 2,
-     None),
+     None, ()),
     ("shared-intx-line-disk-and-e1000", "qboot", "e1000,addr=2", "INTx IRQ 10", "e1000",
-     ["-device", "virtio-blk-pci,vectors=0,drive=d0,addr=5"], "blk net", 1, "INTx IRQ 10"),
+     ["-device", "virtio-blk-pci,vectors=0,drive=d0,addr=5"], "blk net", 1, "INTx IRQ 10", ()),
+    # q35: configuration space through ECAM (MCFG), the disk and the NIC on the PCI Express root.
+    ("q35-ecam-disk-and-nic", "seabios", "virtio-net-pci", "MSI-X", "virtio-net",
+     ["-machine", "q35", "-device", "virtio-blk-pci,drive=d0"], "blk net toro.boot_trace", 1, "MSI-X",
+     ("(PCI configuration through ECAM)",)),
 ]
 # (name, vmm, device): a thread waiting on a silent NIC costs the host nothing.
 DEV_IDLE_CASES = [
@@ -678,13 +683,13 @@ def run_dev_tests(t, args, pool):
             name = f"qemu/dev/{case} [{accel}]"
             if wanted(args, name):
                 jobs.append(pool.submit(dev_net_case, t, name, kernels, vmm, accel, cpu, device, irq, driver, more))
-    for case, vmm, device, irq, driver, more, mode, smp, disk_irq in DEV_MIXED_CASES:
+    for case, vmm, device, irq, driver, more, mode, smp, disk_irq, needs in DEV_MIXED_CASES:
         for accel, cpu in accelerators(vmm):
             name = f"qemu/dev/{case} [{accel}]"
             if wanted(args, name):
                 image = os.path.join(bdir, f"dev-{case}-{accel}.img") if disk_irq else None
                 jobs.append(pool.submit(dev_net_case, t, name, kernels, vmm, accel, cpu, device, irq, driver, more,
-                                        mode, smp, image, disk_irq))
+                                        mode, smp, image, disk_irq, needs))
     for case, vmm, device in DEV_IDLE_CASES:
         for accel, cpu in accelerators(vmm):
             name = f"qemu/dev/{case} [{accel}]"

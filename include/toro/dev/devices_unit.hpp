@@ -190,7 +190,8 @@ expected<void> attach_msix(A& config, const pci_function& fn, const msix_info& m
 // ---- what a driver binding gets at probe time ----------------------------------------------------------
 
 struct probe_context {
-    port_config_access<> config;
+    kernel_config_access<> config; // ECAM where MCFG gives it, else ports
+
     virtio::pci_bar_window window;
     std::uint32_t irq_cpu = 0; // where device interrupts are delivered
 };
@@ -567,6 +568,7 @@ struct devices {
 
     expected<void> start(const boot_info& boot) {
         probe_context pc;
+        if (auto ecam = map_ecam()) pc.config = kernel_config_access<>{x86_port_io32{}, *ecam};
         // A malformed entry is reported, not fatal: the rest of the machine may still be usable.
         auto parsed = virtio::parse_virtio_mmio_cmdline(boot.cmdline());
         if (!parsed) print("devices: command line: {}\n", parsed.error());
@@ -597,11 +599,29 @@ struct devices {
             if (fn.header_layout == pci::header_general) timed([&] { return probe_pci(pc, fn); });
             return true;
         });
-        if (trace) print("toro: boot trace: device discovery {} cycles\n", arch::rdtsc() - t0 - starting);
+        if (trace)
+            print("toro: boot trace: device discovery {} cycles (PCI configuration through {})\n",
+                  arch::rdtsc() - t0 - starting, pc.config.uses_ecam() ? "ECAM" : "ports");
         return {};
     }
 
 private:
+    // Segment 0's ECAM region from MCFG (q35, microvm with pcie=on), mapped uncached; none on pc.
+    static maybe<ecam_config_access> map_ecam() {
+        if (detail::platform.rsdp_address == 0) return nothing;
+        detail::mapping_reader reader;
+        auto mcfg = find_mcfg(reader, detail::platform.root_table);
+        if (!mcfg) return nothing;
+        const mcfg_entry* e = mcfg->find(0, mcfg->list().empty() ? 0 : mcfg->list()[0].start_bus);
+        if (e == nullptr) return nothing;
+        auto window = kernel_map.map_device(e->window_address(), e->window_size());
+        if (!window) {
+            print("devices: PCI ECAM at {:#x}: {}; using ports\n", e->window_address(), window.error());
+            return nothing;
+        }
+        return ecam_config_access{*window, e->start_bus, e->end_bus};
+    }
+
     // Both say whether a driver claimed the device.
     static bool probe_mmio(probe_context& pc, const virtio::mmio_device_desc& d) {
         auto regs = kernel_map.map_device(d.base, d.size);

@@ -113,6 +113,38 @@ TEST_CASE("ecam_offset is bus << 20 | device << 15 | function << 12 | offset", "
     STATIC_REQUIRE(toro::ecam_offset({3, 4, 5}, 0x104) == 0x325104);
 }
 
+TEST_CASE("kernel_config_access: ECAM for the buses MCFG covers, ports for the others and without MCFG",
+          "[pci]") {
+    std::vector<std::uint32_t> window((1u << 20) / 4, 0xffffffff); // bus 0 only
+    window[(2u << 15 | 0x10) / 4] = 0xfebf0000;
+    toro::kernel_config_access<mock_port_io32> a{mock_port_io32{},
+                                                 toro::ecam_config_access{window.data(), 0, 0}};
+    CHECK(a.uses_ecam());
+    CHECK(a.read32({0, 2, 0}, 0x10) == 0xfebf0000); // ECAM: no port touched
+    a.write32({0, 2, 0}, 0x14, 0x1234);
+    CHECK(window[(2u << 15 | 0x14) / 4] == 0x1234);
+
+    // Bus 1 is not in the region: the port mechanism (and only for it: the ECAM accesses above touched no
+    // port, or the script would have seen them).
+    a.ports()
+        .io()
+        .expect_out32(cf8, 0x80000000u | 1u << 16 | 0x00)
+        .expect_in32(cfc, 0x10008086)
+        .expect_out32(cf8, 0x80000000u | 1u << 16 | 0x04)
+        .expect_out32(cfc, 0x7);
+    CHECK(a.read32({1, 0, 0}, 0) == 0x10008086);
+    a.write32({1, 0, 0}, 0x04, 0x7);
+    INFO(a.ports().io().report());
+    CHECK(a.ports().io().done());
+
+    // Without MCFG everything goes through the ports.
+    toro::kernel_config_access<mock_port_io32> no_mcfg;
+    CHECK_FALSE(no_mcfg.uses_ecam());
+    no_mcfg.ports().io().expect_out32(cf8, 0x80000000u | 2u << 11 | 0x10).expect_in32(cfc, 0xc001);
+    CHECK(no_mcfg.read32({0, 2, 0}, 0x10) == 0xc001);
+    CHECK(no_mcfg.ports().io().done());
+}
+
 TEST_CASE("ecam_config_access reaches bus start..end through a window that starts at start_bus", "[pci]") {
     // Two buses (4 and 5) of ECAM in host memory: the window maps bus 4.
     std::vector<std::uint32_t> window((2u << 20) / 4, 0xffffffff);

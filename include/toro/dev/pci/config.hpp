@@ -193,6 +193,39 @@ private:
 };
 static_assert(pci_config_access<ecam_config_access>);
 
+// What the kernel uses: ECAM for the buses MCFG gives (the whole 4 KiB of each function; on machines
+// whose PCI Express root has no port mechanism, the only way), ports 0xCF8/0xCFC for the others.
+template <port_io32 Io = x86_port_io32>
+class kernel_config_access {
+public:
+    kernel_config_access() = default;
+    explicit kernel_config_access(Io io) : ports_{io} {}
+    kernel_config_access(Io io, ecam_config_access ecam) : ports_{io}, ecam_{ecam}, has_ecam_{true} {}
+
+    bool uses_ecam() const { return has_ecam_; }
+    port_config_access<Io>& ports() { return ports_; }
+    std::uint32_t read32(pci_address a, std::uint16_t offset) {
+        if (on_ecam(a)) return ecam_.read32(a, offset);
+        return ports_.read32(a, offset);
+    }
+    void write32(pci_address a, std::uint16_t offset, std::uint32_t value) {
+        if (on_ecam(a))
+            ecam_.write32(a, offset, value);
+        else
+            ports_.write32(a, offset, value);
+    }
+
+private:
+    bool on_ecam(pci_address a) const {
+        return has_ecam_ && a.bus >= ecam_.start_bus() && a.bus <= ecam_.end_bus();
+    }
+
+    port_config_access<Io> ports_;
+    ecam_config_access ecam_{nullptr, 0, 0};
+    bool has_ecam_ = false;
+};
+static_assert(pci_config_access<kernel_config_access<>>);
+
 // ---- ACPI MCFG ----
 
 // One MCFG allocation: the ECAM region of buses [start_bus, end_bus] of a segment. base_address is where
