@@ -151,7 +151,9 @@ QEMU_CASES = [
      [r"xAPIC, one-shot timer", r"^proc: sleep 10 ms x20: early 0, late by median \d{1,4} us, max \d+ us$"],
      ["-cpu", "qemu64,-x2apic"]),  # no x2APIC, no TSC-deadline: the xAPIC MMIO path and a calibrated one-shot timer
     ("proc/sync-across-cpus", "test/qemu/proc", "microvm", "sync", 0,
-     [r"^proc: mutex counter 12000 \(right\)", r"^proc: timed wait: timed out after [5-9] ms$"], ["-smp", "4"]),
+     # A 5 ms timed wait: never early; late only by what a loaded host makes of 4 vCPUs (no timing target).
+     [r"^proc: mutex counter 12000 \(right\)", r"^proc: timed wait: timed out after (?:[5-9]|[1-9]\d{1,3}) ms$"],
+     ["-smp", "4"]),
     ("proc/thread-stack-overflow", "test/qemu/proc", "microvm", "overflow", 101,
      [FAULT_HEADER.format("#DF", "double fault", 8),
       r"the fault address is the guard page of thread \d+'s stack \(8192 bytes, CPU 0\): stack overflow"]),
@@ -690,6 +692,20 @@ def run_dev_tests(t, args, pool):
                 image = os.path.join(bdir, f"dev-{case}-{accel}.img") if disk_irq else None
                 jobs.append(pool.submit(dev_net_case, t, name, kernels, vmm, accel, cpu, device, irq, driver, more,
                                         mode, smp, image, disk_irq, needs))
+    # The same app built for microvm only (virtio over MMIO): a disk and a NIC, and no PCI code in its image.
+    mmio_kernels = tuple(os.path.join(bdir, "test", "qemu", f) for f in ("dev_mmio.elf", "dev_mmio32.elf"))
+    for accel, cpu in accelerators("microvm"):
+        name = f"qemu/dev/mmio-only-appliance-disk-and-nic [{accel}]"
+        if wanted(args, name):
+            image = os.path.join(bdir, f"dev-mmio-only-{accel}.img")
+            jobs.append(pool.submit(dev_net_case, t, name, mmio_kernels, "microvm", accel, cpu, "virtio-net-device",
+                                    "GSI", "virtio-net", ["-device", "virtio-blk-device,drive=d0"], "blk net", 1,
+                                    image, "GSI"))
+    if wanted(args, "image/dev-mmio-only-has-no-pci"):
+        nm = subprocess.run(["llvm-nm", "-C", mmio_kernels[0]], stdout=subprocess.PIPE, text=True).stdout
+        pci = [l for l in nm.splitlines() if re.search(r"pci|e1000|msix", l, re.I)]
+        t.record("image/dev-mmio-only-has-no-pci", nm != "" and not pci,
+                 "PCI code in an appliance that names virtio over MMIO only:\n" + "\n".join(pci[:20]))
     for case, vmm, device in DEV_IDLE_CASES:
         for accel, cpu in accelerators(vmm):
             name = f"qemu/dev/{case} [{accel}]"

@@ -249,7 +249,11 @@ inline irq_wiring wire_intx(probe_context& pc, const pci_function& fn, interrupt
 // setup (4.1.5.1.3), no configuration-change vector; for a legacy function MSI-X also goes on before the
 // transport is made, since it moves the device configuration from 0x14 to 0x18. Otherwise, or when MSI-X
 // cannot be set up, INTx once the driver runs.
-template <class Modern, class Legacy, class DriverOf, class Finish>
+// The virtio transports a binding drives, a bit each. An appliance that knows its VMM names fewer, and the
+// driver code for the others is not compiled in (microvm and Firecracker: via_mmio).
+enum virtio_via : unsigned { via_mmio = 1, via_pci_modern = 2, via_pci_legacy = 4, via_pci = 6, via_any = 7 };
+
+template <unsigned Via, class Modern, class Legacy, class DriverOf, class Finish>
 expected<void> virtio_pci_start(probe_context& pc, virtio::virtio_pci_device& d, DriverOf&& driver_of,
                                 Finish&& finish) {
     auto run = [&](auto* inst, auto make_transport) -> expected<void> {
@@ -276,17 +280,26 @@ expected<void> virtio_pci_start(probe_context& pc, virtio::virtio_pci_device& d,
         inst->set_irq(w.how);
         return finish(*inst, w);
     };
-    if (d.modern) {
-        auto inst = make_instance<Modern>();
-        if (!inst) return unexpected{inst.error()};
-        return run(*inst, [&] {
-            return virtio::modern_transport(
-                d, [](std::uint64_t phys, std::uint64_t size) { return kernel_map.map_device(phys, size); });
-        });
+    if constexpr ((Via & via_pci_modern) != 0) {
+        if (d.modern) {
+            auto inst = make_instance<Modern>();
+            if (!inst) return unexpected{inst.error()};
+            return run(*inst, [&] {
+                return virtio::modern_transport(d, [](std::uint64_t phys, std::uint64_t size) {
+                    return kernel_map.map_device(phys, size);
+                });
+            });
+        }
     }
-    auto inst = make_instance<Legacy>();
-    if (!inst) return unexpected{inst.error()};
-    return run(*inst, [&] { return virtio::legacy_transport(d); });
+    if constexpr ((Via & via_pci_legacy) != 0) {
+        if (d.transitional) {
+            auto inst = make_instance<Legacy>();
+            if (!inst) return unexpected{inst.error()};
+            return run(*inst, [&] { return virtio::legacy_transport(d); });
+        }
+    }
+    return unexpected{"virtio-pci: the device's interface (legacy or modern) is not compiled in; device",
+                      d.virtio_id};
 }
 
 // ---- virtio-blk ----------------------------------------------------------------------------------------
@@ -367,19 +380,49 @@ struct blk_kind {
 // What every virtio binding does: claims the devices of its id on virtio-mmio and virtio-pci, makes
 // Kind::instance<Transport, QueueSize> over the transport found (legacy PCI devices impose their queue size:
 // QEMU's is 256), wires its interrupt and hands it to Kind::add (which registers it).
-template <std::uint32_t DeviceId, class Kind, std::uint16_t QueueSize>
+template <std::uint32_t DeviceId, class Kind, std::uint16_t QueueSize, unsigned Via>
 struct virtio_binding {
+    static_assert(Via != 0 && (Via & ~unsigned{via_any}) == 0,
+                  "Via: a mask of via_mmio, via_pci_modern, via_pci_legacy");
     using mmio_t = virtio::mmio_transport<arch::mmio_window>;
     using modern_t = virtio::modern_pci_transport<virtio::pci_mmio_regs>;
     using legacy_t = virtio::legacy_pci_transport<virtio::pci_port_regs>;
     static constexpr std::uint16_t legacy_queue = 256;
 
-    static bool claims_mmio(const mmio_t& t) { return t.device_id() == DeviceId; }
+    static constexpr bool uses_pci = (Via & via_pci) != 0;
+
+    static bool claims_mmio(const mmio_t& t) { return (Via & via_mmio) != 0 && t.device_id() == DeviceId; }
     static bool claims_pci(probe_context& pc, const pci_function& fn) {
-        return virtio::virtio_pci_id(pc.config, fn) == DeviceId;
+        return (Via & via_pci) != 0 && virtio::virtio_pci_id(pc.config, fn) == DeviceId;
     }
 
     static expected<void> start_mmio(probe_context& pc, const virtio::mmio_device_desc& d, mmio_t t) {
+        if constexpr ((Via & via_mmio) == 0)
+            return unexpected{"virtio-mmio is not compiled in"};
+        else
+            return start_mmio_instance(pc, d, t);
+    }
+
+    static expected<void> start_pci(probe_context& pc, const pci_function& fn) {
+        if constexpr ((Via & via_pci) == 0) {
+            return unexpected{"virtio-pci is not compiled in"};
+        } else {
+            auto d = virtio::setup_virtio_pci(pc.config, fn, pc.window);
+            if (!d) return unexpected{d.error()};
+            return virtio_pci_start<Via, typename Kind::template instance<modern_t, QueueSize>,
+                                    typename Kind::template instance<legacy_t, legacy_queue>>(
+                pc, *d, [](auto& inst) -> auto& { return inst.driver(); },
+                [](auto& inst, const irq_wiring& w) {
+                    return Kind::add(inst, w,
+                                     inst.driver().transport().legacy() ? "virtio-pci legacy"
+                                                                        : "virtio-pci modern");
+                });
+        }
+    }
+
+private:
+    static expected<void> start_mmio_instance(probe_context& pc, const virtio::mmio_device_desc& d,
+                                              mmio_t t) {
         using inst_t = typename Kind::template instance<mmio_t, QueueSize>;
         auto inst = make_instance<inst_t>();
         if (!inst) return unexpected{inst.error()};
@@ -388,23 +431,11 @@ struct virtio_binding {
         (*inst)->set_irq(w.how);
         return Kind::add(**inst, w, "virtio-mmio");
     }
-
-    static expected<void> start_pci(probe_context& pc, const pci_function& fn) {
-        auto d = virtio::setup_virtio_pci(pc.config, fn, pc.window);
-        if (!d) return unexpected{d.error()};
-        return virtio_pci_start<typename Kind::template instance<modern_t, QueueSize>,
-                                typename Kind::template instance<legacy_t, legacy_queue>>(
-            pc, *d, [](auto& inst) -> auto& { return inst.driver(); },
-            [](auto& inst, const irq_wiring& w) {
-                return Kind::add(
-                    inst, w, inst.driver().transport().legacy() ? "virtio-pci legacy" : "virtio-pci modern");
-            });
-    }
 };
 
-// virtio-blk (over virtio-mmio and virtio-pci, legacy and modern). QueueSize: where the driver chooses it.
-template <std::uint16_t QueueSize = 128>
-struct virtio_blk_driver : virtio_binding<virtio::device_block, detail::blk_kind, QueueSize> {
+// virtio-blk over the transports Via names (all by default). QueueSize: where the driver chooses it.
+template <std::uint16_t QueueSize = 128, unsigned Via = via_any>
+struct virtio_blk_driver : virtio_binding<virtio::device_block, detail::blk_kind, QueueSize, Via> {
     static constexpr string_view name = "virtio-blk";
 };
 
@@ -498,9 +529,10 @@ struct net_kind {
 
 } // namespace detail
 
-// virtio-net (virtio-mmio, virtio-pci legacy and modern). QueueSize: both queues, where the driver chooses.
-template <std::uint16_t QueueSize = 64>
-struct virtio_net_driver : virtio_binding<virtio::device_net, detail::net_kind, QueueSize> {
+// virtio-net over the transports Via names (all by default). QueueSize: both queues, where the driver
+// chooses.
+template <std::uint16_t QueueSize = 64, unsigned Via = via_any>
+struct virtio_net_driver : virtio_binding<virtio::device_net, detail::net_kind, QueueSize, Via> {
     static constexpr string_view name = "virtio-net";
 };
 
@@ -521,6 +553,7 @@ struct e1000_ack {
 template <std::size_t RxCount = 32, std::size_t TxCount = 32>
 struct e1000_driver {
     static constexpr string_view name = "e1000";
+    static constexpr bool uses_pci = true;
     using instance = detail::nic_instance<net::e1000<arch::mmio_window, RxCount, TxCount>, detail::e1000_ack>;
 
     static bool claims_pci(probe_context&, const pci_function& fn) {
@@ -554,10 +587,12 @@ struct e1000_driver {
 // ---- the unit -------------------------------------------------------------------------------------------
 
 // What a driver binding provides: a name, whether a virtio-mmio transport or a PCI function is its device,
-// and how to start an instance on it (registering it). Bindings are stateless types.
+// and how to start an instance on it (registering it); uses_pci: whether it may drive PCI devices at all.
+// Bindings are stateless types.
 template <class D>
 concept device_driver = requires(probe_context& pc, const pci_function& fn) {
     { D::name } -> std::convertible_to<string_view>;
+    { D::uses_pci } -> std::convertible_to<bool>;
     { D::claims_pci(pc, fn) } -> std::same_as<bool>;
     { D::start_pci(pc, fn) } -> std::same_as<expected<void>>;
 };
@@ -568,7 +603,8 @@ struct devices {
 
     expected<void> start(const boot_info& boot) {
         probe_context pc;
-        if (auto ecam = map_ecam()) pc.config = kernel_config_access<>{x86_port_io32{}, *ecam};
+        if constexpr ((Drivers::uses_pci || ...))
+            if (auto ecam = map_ecam()) pc.config = kernel_config_access<>{x86_port_io32{}, *ecam};
         // A malformed entry is reported, not fatal: the rest of the machine may still be usable.
         auto parsed = virtio::parse_virtio_mmio_cmdline(boot.cmdline());
         if (!parsed) print("devices: command line: {}\n", parsed.error());
@@ -595,10 +631,12 @@ struct devices {
             if (trace) print("toro: boot trace: device start {} cycles\n", took);
         };
         for (std::size_t i = 0; i < list.count; ++i) timed([&] { return probe_mmio(pc, list.devices[i]); });
-        for_each_function(pc.config, [&](const pci_function& fn) {
-            if (fn.header_layout == pci::header_general) timed([&] { return probe_pci(pc, fn); });
-            return true;
-        });
+        // No driver that could run a PCI device: no PCI code in the image, no scan at boot.
+        if constexpr ((Drivers::uses_pci || ...))
+            for_each_function(pc.config, [&](const pci_function& fn) {
+                if (fn.header_layout == pci::header_general) timed([&] { return probe_pci(pc, fn); });
+                return true;
+            });
         if (trace)
             print("toro: boot trace: device discovery {} cycles (PCI configuration through {})\n",
                   arch::rdtsc() - t0 - starting, pc.config.uses_ecam() ? "ECAM" : "ports");

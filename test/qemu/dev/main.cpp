@@ -23,9 +23,17 @@
 #include <toro/mem/memory_unit.hpp>
 #include <toro/proc/process_unit.hpp>
 
+// Built twice: with every driver and transport (dev.elf), and as an appliance for microvm would name them,
+// virtio over MMIO only (dev_mmio.elf, -DTORO_DEV_MMIO_ONLY): the PCI code must not be in that image.
+#ifdef TORO_DEV_MMIO_ONLY
+using dev_os = toro::appliance<
+    toro::memory, toro::process,
+    toro::devices<toro::virtio_blk_driver<128, toro::via_mmio>, toro::virtio_net_driver<64, toro::via_mmio>>>;
+#else
 using dev_os = toro::appliance<
     toro::memory, toro::process,
     toro::devices<toro::virtio_blk_driver<>, toro::virtio_net_driver<>, toro::e1000_driver<>>>;
+#endif
 
 namespace {
 
