@@ -7,16 +7,17 @@
 //     ... toro::find_block_device("virtio-blk0"), toro::find_network_interface("eth0") ...
 //
 // Where devices are looked for: virtio-mmio devices the command line announces (virtio_mmio.device=, QEMU
-// microvm with acpi=off, Firecracker), else those the ACPI DSDT describes (microvm with ACPI); then every PCI
-// function (ports 0xCF8/0xCFC), BARs firmware left at 0 assigned (qboot). A driver's probe says whether the
-// device is its own; a device no driver claims is skipped; a device that fails to start is reported and
-// skipped, and the appliance goes on.
+// microvm with acpi=off, Firecracker), else those the ACPI DSDT describes (microvm with ACPI); then, when a
+// named driver may run PCI devices, every PCI function (ECAM where MCFG gives it, else ports 0xCF8/0xCFC),
+// BARs firmware left at 0 assigned (qboot). A driver's probe says whether the device is its own; a device no
+// driver claims is skipped (its INTx pin disabled); a device that fails to start is reported and skipped,
+// and the appliance goes on.
 //
 // Interrupts. A driver instance waits on an event its interrupt handler sets: MSI-X when the PCI function has
 // it (one table entry, vector on the boot CPU), else the IOAPIC (virtio-mmio's GSI; PCI INTx through the
-// interrupt line firmware wrote, level-triggered, shared between devices on one line). The thread sleeps
-// meanwhile; its CPU halts when nothing else runs. A device with no usable interrupt is polled by a sleeping
-// thread every poll_interval_ns (reported at probe), never by a spinning one.
+// chipset's routing or the interrupt line firmware wrote, level-triggered, shared between devices on one
+// line). The thread sleeps meanwhile; its CPU halts when nothing else runs. A device with no usable interrupt
+// is polled by a sleeping thread every poll_interval_ns (reported at probe), never by a spinning one.
 //
 // Instances live in heap memory that is never freed (they outlive the app's entry: the kernel has no exit
 // path that would stop devices first); nothing is allocated after start.
@@ -191,7 +192,6 @@ expected<void> attach_msix(A& config, const pci_function& fn, const msix_info& m
 
 struct probe_context {
     kernel_config_access<> config; // ECAM where MCFG gives it, else ports
-
     virtio::pci_bar_window window;
     std::uint32_t irq_cpu = 0; // where device interrupts are delivered
 };
@@ -228,7 +228,8 @@ expected<T*> make_instance(Args&&... args) {
     return ::new (*p) T(std::forward<Args>(args)...);
 }
 
-// What wires an instance's interrupt, given its handler: IOAPIC for virtio-mmio, MSI-X else INTx for PCI.
+// What wires an instance's interrupt, given its handler: the IOAPIC for virtio-mmio, INTx for PCI (MSI-X:
+// virtio_pci_start).
 inline irq_wiring wire_gsi(std::uint32_t gsi, interrupt_handler h, void* ctx, const probe_context& pc) {
     // virtio-mmio lines are level-triggered, active high (QEMU raises them while the ISR is non-zero).
     if (auto r = attach_gsi(gsi, arch::trigger_mode::level, arch::polarity::active_high, h, ctx, pc.irq_cpu);
@@ -244,15 +245,15 @@ inline irq_wiring wire_intx(probe_context& pc, const pci_function& fn, interrupt
 
 // ---- starting a virtio-pci instance (shared by the virtio drivers) --------------------------------------
 
-// Creates the modern or legacy instance for `d`, wires its interrupt and starts its driver. MSI-X when the
-// function has it: entry 0, programmed before the driver starts so that every queue gets it during queue
-// setup (4.1.5.1.3), no configuration-change vector; for a legacy function MSI-X also goes on before the
-// transport is made, since it moves the device configuration from 0x14 to 0x18. Otherwise, or when MSI-X
-// cannot be set up, INTx once the driver runs.
 // The virtio transports a binding drives, a bit each. An appliance that knows its VMM names fewer, and the
 // driver code for the others is not compiled in (microvm and Firecracker: via_mmio).
 enum virtio_via : unsigned { via_mmio = 1, via_pci_modern = 2, via_pci_legacy = 4, via_pci = 6, via_any = 7 };
 
+// Creates the modern or legacy instance for `d` (as Via allows), wires its interrupt and starts its driver.
+// MSI-X when the function has it: entry 0, programmed before the driver starts so that every queue gets it
+// during queue setup (4.1.5.1.3), no configuration-change vector; for a legacy function MSI-X also goes on
+// before the transport is made, since it moves the device configuration from 0x14 to 0x18. Otherwise, or
+// when MSI-X cannot be set up, INTx once the driver runs.
 template <unsigned Via, class Modern, class Legacy, class DriverOf, class Finish>
 expected<void> virtio_pci_start(probe_context& pc, virtio::virtio_pci_device& d, DriverOf&& driver_of,
                                 Finish&& finish) {
@@ -356,9 +357,7 @@ private:
     bool msix_ = false;
 };
 
-} // namespace detail
-
-namespace detail {
+// The virtio-blk binding's instance type and registration (virtio_binding below).
 struct blk_kind {
     template <class T, std::uint16_t Q>
     using instance = blk_instance<T, Q>;
