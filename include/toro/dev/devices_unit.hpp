@@ -611,7 +611,7 @@ struct devices {
         if (list.count == 0 && detail::platform.rsdp_address != 0) {
             // microvm with ACPI lists its transports only in the DSDT. A machine without (pc) has no
             // LNRO0005 device; tables the walk cannot read are reported, and PCI is probed all the same.
-            detail::mapping_reader reader;
+            firmware_reader reader;
             auto acpi = virtio::find_virtio_mmio_acpi(reader, detail::platform.rsdp_address);
             if (acpi)
                 list = *acpi;
@@ -646,7 +646,7 @@ private:
     // Segment 0's ECAM region from MCFG (q35, microvm with pcie=on), mapped uncached; none on pc.
     static maybe<ecam_config_access> map_ecam() {
         if (detail::platform.rsdp_address == 0) return nothing;
-        detail::mapping_reader reader;
+        firmware_reader reader;
         auto mcfg = find_mcfg(reader, detail::platform.root_table);
         if (!mcfg) return nothing;
         const mcfg_entry* e = mcfg->find(0, mcfg->list().empty() ? 0 : mcfg->list()[0].start_bus);

@@ -17,6 +17,7 @@
 #include <toro/arch/x86_64/exceptions.hpp>
 #include <toro/base/expected.hpp>
 #include <toro/boot/boot_info.hpp>
+#include <toro/boot/phys_reader.hpp>
 #include <toro/console/console.hpp>
 #include <toro/mem/heap.hpp>
 #include <toro/mem/physical.hpp>
@@ -214,6 +215,29 @@ private:
 };
 
 inline kernel_page_map kernel_map;
+
+// Reads firmware tables (ACPI, MP) wherever they are, mapping them first (write-back: they are RAM; ACPI
+// tables may lie beyond the boot map). Models phys_viewer. The parsers read field by field: the last 2 MiB
+// piece known mapped is remembered, so most reads are a compare and a copy.
+struct firmware_reader {
+    std::uint64_t mapped_base = 0, mapped_end = 0;
+
+    const std::byte* view(std::uint64_t phys, std::size_t len) {
+        if (phys < 4096 || len == 0 || phys + len < phys) return nullptr;
+        if (phys < mapped_base || phys + len > mapped_end) {
+            if (!kernel_map.map_device(phys, len, true)) return nullptr;
+            mapped_base = phys & ~(kernel_page_map::two_mib - 1);
+            mapped_end = (phys + len + kernel_page_map::two_mib - 1) & ~(kernel_page_map::two_mib - 1);
+        }
+        return reinterpret_cast<const std::byte*>(phys);
+    }
+    bool read(std::uint64_t phys, void* dst, std::size_t len) {
+        const std::byte* p = view(phys, len);
+        if (p != nullptr) __builtin_memcpy(dst, p, len);
+        return p != nullptr;
+    }
+};
+static_assert(phys_viewer<firmware_reader>);
 
 // A thread stack: `size` usable bytes above one unmapped guard page, so an overflow faults instead of running
 // into whatever lies below. Stacks come from whole pages (not the heap): the guard must be a page of its own.

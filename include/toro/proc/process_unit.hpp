@@ -365,28 +365,6 @@ inline void silence_legacy_pic() {
     outb(0xa1, 0xff);
 }
 
-// Reads firmware tables wherever they are, mapping them first (ACPI tables may lie beyond the boot map).
-// The parsers read field by field: the last 2 MiB piece known mapped is remembered, so most reads are a
-// compare and a copy.
-struct mapping_reader {
-    std::uint64_t mapped_base = 0, mapped_end = 0;
-
-    const std::byte* view(std::uint64_t phys, std::size_t len) {
-        if (phys < 4096 || len == 0 || phys + len < phys) return nullptr;
-        if (phys < mapped_base || phys + len > mapped_end) {
-            if (!kernel_map.map_device(phys, len, true)) return nullptr;
-            mapped_base = phys & ~(kernel_page_map::two_mib - 1);
-            mapped_end = (phys + len + kernel_page_map::two_mib - 1) & ~(kernel_page_map::two_mib - 1);
-        }
-        return reinterpret_cast<const std::byte*>(phys);
-    }
-    bool read(std::uint64_t phys, void* dst, std::size_t len) {
-        const std::byte* p = view(phys, len);
-        if (p != nullptr) __builtin_memcpy(dst, p, len);
-        return p != nullptr;
-    }
-};
-
 inline void note_stack_overflow(std::uint64_t address) {
     thread* t = the_scheduler.current();
     if (t != nullptr && t->stack_guard != nullptr &&
@@ -716,7 +694,7 @@ public:
 
         // The other CPUs, as the firmware lists them (none listed: one CPU).
         platform_info& plat = detail::platform;
-        detail::mapping_reader reader;
+        firmware_reader reader;
         if (auto r = discover_platform(reader, boot.rsdp, plat); !r) return r;
         if (auto r = detail::start_ioapics(plat); !r) return r;
         const std::uint32_t limit = detail::cpu_limit(boot.cmdline());

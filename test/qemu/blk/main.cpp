@@ -93,28 +93,6 @@ int run_pci() {
            1;
 }
 
-// Firmware tables wherever they are, mapped on first touch (write-back: they are RAM), as the process unit's
-// reader does; this appliance has no process unit. The last 2 MiB-aligned range mapped is remembered.
-struct firmware_reader {
-    std::uint64_t mapped_base = 0, mapped_end = 0;
-
-    const std::byte* view(std::uint64_t phys, std::size_t len) {
-        if (phys < 4096 || len == 0 || phys + len < phys) return nullptr;
-        if (phys < mapped_base || phys + len > mapped_end) {
-            if (!toro::kernel_map.map_device(phys, len, true)) return nullptr;
-            mapped_base = phys & ~(toro::kernel_page_map::two_mib - 1);
-            mapped_end =
-                (phys + len + toro::kernel_page_map::two_mib - 1) & ~(toro::kernel_page_map::two_mib - 1);
-        }
-        return reinterpret_cast<const std::byte*>(phys);
-    }
-    bool read(std::uint64_t phys, void* dst, std::size_t len) {
-        const std::byte* p = view(phys, len);
-        if (p != nullptr) __builtin_memcpy(dst, p, len);
-        return p != nullptr;
-    }
-};
-
 // The first virtio-blk among the listed transports; 3 when none is one. `from` says where the list came from.
 int run_mmio(const toro::virtio::mmio_device_list& list, const char* from) {
     for (std::size_t i = 0; i < list.count; ++i) {
@@ -139,7 +117,7 @@ int run(blk_os& os) {
     if (list->count != 0) return run_mmio(*list, "");
 
     // No RSDP (microvm with acpi=off) or no LNRO0005 device (pc): on to PCI. Broken tables are reported.
-    firmware_reader firmware;
+    toro::firmware_reader firmware;
     toro::virtio::aml_scan_notes notes;
     auto acpi = toro::virtio::find_virtio_mmio_acpi(firmware, os.boot.rsdp, &notes);
     if (acpi && acpi->count != 0) return run_mmio(*acpi, " (from ACPI)");
